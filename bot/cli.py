@@ -1,0 +1,206 @@
+"""The ``bot`` command: one entry point per capability of the DESIGN.md contract.
+
+Each command parses its options here and hands off to the module that owns the work,
+imported lazily so ``bot --help`` stays fast and a broken optional part cannot stop the
+others. Exit codes: 0 ok, 2 usage, 78 bad config, 1 anything else.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import typer
+
+from bot.config import EX_CONFIG, ConfigError, Settings, load_config, render_effective
+from bot.logging import configure_logging
+
+app = typer.Typer(
+    name="bot",
+    help="Order-flow imbalance trading bot: live L2 book, microstructure signals, risk limits, ccxt execution.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema management (Alembic).", no_args_is_help=True)
+emulator_app = typer.Typer(help="The built-in Binance-spot-compatible exchange emulator.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(emulator_app, name="emulator")
+
+ISSUE_STORE = "Store: schema, Alembic migrations, single writer task, SQL trade review on SQLite and PostgreSQL"
+ISSUE_MARKET = "Market data: L2 order book, ccxt feed, record and replay"
+ISSUE_EMULATOR = "Exchange emulator: a Binance-spot-compatible exchange on 127.0.0.1"
+ISSUE_SIGNALS = "Signals, imbalance detector and `bot analyze`"
+ISSUE_RISK = "Risk: inventory accounting, position sizing, pre-trade limits and the kill switch"
+ISSUE_ENGINE = "Engine and service: `bot run`, `bot demo`, `bot replay`, systemd unit, graceful stop, crash recovery"
+ISSUE_MONITOR = "Live microstructure monitor: `bot monitor`"
+
+
+def _not_implemented(title: str) -> NoReturn:
+    typer.echo(f"not implemented yet: {title}", err=True)
+    raise typer.Exit(1)
+
+
+def _config_exit(exc: ConfigError) -> NoReturn:
+    for line in exc.problems:
+        typer.echo(line, err=True)
+    raise typer.Exit(EX_CONFIG)
+
+
+def load_settings_or_exit(config: Path | None, db: str | None = None) -> Settings:
+    """Load the config for a command; on any problem print one line each and exit 78."""
+    try:
+        return load_config(config, db_url=db)
+    except ConfigError as exc:
+        _config_exit(exc)
+
+
+@app.callback()
+def _main(
+    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+) -> None:
+    if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise typer.BadParameter(f"unknown log level {log_level!r}", param_hint="--log-level")
+    configure_logging(log_level)
+
+
+# --------------------------------------------------------------------------- config
+
+
+@app.command("check-config")
+def check_config(path: Path = typer.Argument(..., help="The TOML config file to validate.")) -> None:
+    """Validate a config file and print the effective settings (secrets shown as ***)."""
+    settings = load_settings_or_exit(path)
+    typer.echo(render_effective(settings), nl=False)
+
+
+# --------------------------------------------------------------------------- service
+
+
+@app.command("run")
+def run(
+    config: Path | None = typer.Option(None, "--config", "-c", help="TOML config file."),
+    db: str | None = typer.Option(None, "--db", help="Database URL; overrides [store] url and BOT_DB_URL."),
+    live: bool = typer.Option(False, "--live", help="Required (with mode = \"live\" and BOT_LIVE_CONFIRM) to trade real money."),
+) -> None:
+    """Run the bot as a service; the mode (paper, testnet, live) comes from the config."""
+    _not_implemented(ISSUE_ENGINE)
+
+
+@app.command("demo")
+def demo(
+    seconds: float = typer.Option(60.0, "--seconds", help="How long the demo trades."),
+    db: str | None = typer.Option(None, "--db", help="Database URL (default: a sqlite file demo.db)."),
+    seed: int = typer.Option(7, "--seed", help="Seed of the synthetic market."),
+) -> None:
+    """Offline demo: start the emulator, paper-trade against it through real ccxt, print the review."""
+    _not_implemented(ISSUE_ENGINE)
+
+
+@app.command("replay")
+def replay(
+    recording: Path = typer.Argument(..., help="A bot-recording/1 file (.jsonl or .jsonl.gz)."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="TOML config file."),
+    db: str | None = typer.Option(None, "--db", help="Database URL."),
+) -> None:
+    """Run the engine on a recording with a simulated clock and the paper broker; deterministic."""
+    _not_implemented(ISSUE_ENGINE)
+
+
+@app.command("resume")
+def resume(
+    config: Path | None = typer.Option(None, "--config", "-c", help="TOML config file."),
+    db: str | None = typer.Option(None, "--db", help="Database URL."),
+) -> None:
+    """Lift a persisted risk halt, after a person has looked at why it happened."""
+    _not_implemented(ISSUE_RISK)
+
+
+@app.command("monitor")
+def monitor(
+    url: str = typer.Option("http://127.0.0.1:9464", "--url", help="Status endpoint of a running bot."),
+    replay_file: Path | None = typer.Option(None, "--replay", help="Drive the view from a recording instead."),
+    refresh: str = typer.Option("250ms", "--refresh", help="Refresh interval."),
+    speed: float = typer.Option(10.0, "--speed", help="Replay speed multiplier."),
+) -> None:
+    """Live terminal view of what a running bot sees and does."""
+    _not_implemented(ISSUE_MONITOR)
+
+
+# --------------------------------------------------------------------------- market data
+
+
+@app.command("record")
+def record(
+    symbol: str = typer.Option(..., "--symbol", help="Symbol, e.g. BTC/USDT."),
+    exchange: str = typer.Option("binance", "--exchange", help="ccxt exchange id."),
+    seconds: float = typer.Option(60.0, "--seconds", help="How long to record."),
+    out: Path = typer.Option(..., "--out", help="Output file (.jsonl or .jsonl.gz)."),
+    url: str = typer.Option("", "--url", help="Base URL override (e.g. the emulator http://127.0.0.1:8765)."),
+    levels: int = typer.Option(20, "--levels", help="Book depth to record."),
+) -> None:
+    """Record the book and trades of a symbol into the bot-recording/1 format."""
+    _not_implemented(ISSUE_MARKET)
+
+
+@app.command("analyze")
+def analyze(
+    recording: Path = typer.Argument(..., help="A bot-recording/1 file."),
+    interval: str = typer.Option("10s", "--interval", help="Interval(s), e.g. 10s or 1s,10s,60s."),
+    levels: int = typer.Option(5, "--levels", help="Levels for multi-level OFI."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (DESIGN.md fields)."),
+    plot: Path | None = typer.Option(None, "--plot", help="Write a PNG with scatter and time series."),
+) -> None:
+    """Regress mid-price changes on OFI, multi-level OFI and trade-flow imbalance of a recording."""
+    _not_implemented(ISSUE_SIGNALS)
+
+
+# --------------------------------------------------------------------------- store
+
+
+@app.command("report")
+def report(
+    db: str | None = typer.Option(None, "--db", help="Database URL."),
+    run_id: int | None = typer.Option(None, "--run", help="Only this run."),
+    since: str | None = typer.Option(None, "--since", help="Only since this UTC date (YYYY-MM-DD)."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="TOML config file (for [store] url)."),
+) -> None:
+    """Trades, daily PnL and risk events, as tables."""
+    _not_implemented(ISSUE_STORE)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    db: str | None = typer.Option(None, "--db", help="Database URL."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="TOML config file (for [store] url)."),
+) -> None:
+    """Upgrade the database schema to the newest revision (Alembic)."""
+    _not_implemented(ISSUE_STORE)
+
+
+# --------------------------------------------------------------------------- emulator
+
+
+@emulator_app.command("serve")
+def emulator_serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Bind address (keep it 127.0.0.1)."),
+    port: int = typer.Option(8765, "--port", help="TCP port."),
+    market: str = typer.Option("synthetic", "--market", help="'synthetic' or a recording file."),
+    seed: int = typer.Option(7, "--seed", help="Seed of the synthetic market."),
+    faults: str = typer.Option("", "--faults", help="Fault spec, e.g. 'ws_drop_every=5,rest_5xx=0.1'."),
+    api_key: str = typer.Option("emulator-key", "--api-key", help="The one API key accepted."),
+    api_secret: str = typer.Option("emulator-secret", "--api-secret", help="Its secret."),
+) -> None:
+    """Serve a Binance-spot-compatible exchange on 127.0.0.1 (REST, websockets, admin API)."""
+    _not_implemented(ISSUE_EMULATOR)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except ConfigError as exc:  # pragma: no cover - commands convert these themselves
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        sys.exit(EX_CONFIG)
