@@ -155,6 +155,7 @@ class OrderRequest:
     type: OrderType = OrderType.LIMIT
     post_only: bool = False
     reason: str = ""
+    signal_strength: float | None = None
 
     @property
     def notional(self) -> Decimal | None:
@@ -177,6 +178,7 @@ class Order:
     post_only: bool = False
     reason: str = ""
     created_ts: int = 0  # ms
+    signal_strength: float | None = None  # combined z-score of the signal that caused it
 
     @property
     def remaining(self) -> Decimal:
