@@ -259,6 +259,12 @@ def _format_error(err: Mapping[str, Any]) -> str:
     if err["type"] in ("literal_error", "enum"):
         ctx = err.get("ctx") or {}
         return f"{loc}: must be one of {ctx.get('expected', '')} (got {err.get('input')!r})"
+    if err["type"] in ("decimal_parsing", "decimal_type", "float_parsing", "float_type", "int_parsing", "int_type"):
+        msg = "must be a number"
+    elif err["type"] in ("bool_parsing", "bool_type"):
+        msg = "must be true or false"
+    elif err["type"] in ("string_type",):
+        msg = "must be a string"
     shown = "" if "(got " in msg else f" (got {err.get('input')!r})"
     return f"{loc}: {msg}{shown}" if loc else f"{msg}"
 
