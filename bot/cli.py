@@ -114,7 +114,29 @@ def resume(
     db: str | None = typer.Option(None, "--db", help="Database URL."),
 ) -> None:
     """Lift a persisted risk halt, after a person has looked at why it happened."""
-    _not_implemented(ISSUE_RISK)
+    import asyncio
+    import datetime as dt
+    import time
+
+    from bot.risk.killswitch import resume_persisted
+
+    settings = load_settings_or_exit(config, db)
+    now_ms = time.time_ns() // 1_000_000
+    try:
+        halt, ev = asyncio.run(
+            resume_persisted(settings.store.url, settings.exchange.account, settings.symbol, now_ms)
+        )
+    except Exception as exc:  # the store is unreachable or has no schema: say so, exit 1
+        typer.echo(f"cannot read the risk state from the store: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if halt is None or ev is None:
+        typer.echo("not halted")
+        return
+    when = dt.datetime.fromtimestamp(halt.ts / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    typer.echo(
+        f"lifted {halt.kind} halt of {when} for {settings.exchange.account} {settings.symbol}: {halt.reason}"
+    )
+    typer.echo(ev.reason)
 
 
 @app.command("monitor")
@@ -141,7 +163,51 @@ def record(
     levels: int = typer.Option(20, "--levels", help="Book depth to record."),
 ) -> None:
     """Record the book and trades of a symbol into the bot-recording/1 format."""
-    _not_implemented(ISSUE_MARKET)
+    import asyncio
+
+    from bot.clock import LiveClock
+    from bot.emulator.client import make_ccxt_client
+    from bot.market.feed import MarketFeed, record_to_file
+
+    if seconds <= 0:
+        raise typer.BadParameter("must be > 0", param_hint="--seconds")
+    if levels < 1:
+        raise typer.BadParameter("must be >= 1", param_hint="--levels")
+    if not (out.name.endswith(".jsonl") or out.name.endswith(".jsonl.gz")):
+        raise typer.BadParameter("must end with .jsonl or .jsonl.gz", param_hint="--out")
+    import ccxt.pro
+
+    if exchange not in ccxt.pro.exchanges:
+        raise typer.BadParameter(f"ccxt has no websocket exchange {exchange!r}", param_hint="--exchange")
+    tty = sys.stderr.isatty()
+
+    def progress(elapsed: float, feed: MarketFeed, written: int) -> None:
+        line = (f"recording {symbol}: {min(elapsed, seconds):5.1f}/{seconds:g} s, {written} events "
+                f"({feed.snapshots} snapshots, {feed.deltas} deltas, {feed.trades} trades), "
+                f"{feed.errors} errors{'' if feed.healthy else f' [{feed.reason}]'}")
+        typer.echo(("\r" + line) if tty else line, err=True, nl=not tty)
+
+    async def _run() -> tuple[int, list[Path]]:
+        # public market data only: no API keys; --url points ccxt at the emulator (or a proxy)
+        ex = make_ccxt_client(url or None, None, None, pro=True, sandbox=False, exchange_id=exchange)
+        try:
+            return await record_to_file(ex, symbol, seconds, out, levels, LiveClock(),
+                                        exchange_id=exchange, progress=progress)
+        finally:
+            await ex.close()
+
+    try:
+        written, files = asyncio.run(_run())
+    except ValueError as exc:  # unknown symbol
+        typer.echo(f"\nrecord: {exc}" if tty else f"record: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except Exception as exc:
+        typer.echo(f"\nrecord failed: {type(exc).__name__}: {exc}" if tty else
+                   f"record failed: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if tty:
+        typer.echo("", err=True)
+    typer.echo(f"recorded {written} events to {', '.join(str(f) for f in files)}")
 
 
 @app.command("analyze")
@@ -152,8 +218,16 @@ def analyze(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (DESIGN.md fields)."),
     plot: Path | None = typer.Option(None, "--plot", help="Write a PNG with scatter and time series."),
 ) -> None:
-    """Regress mid-price changes on OFI, multi-level OFI and trade-flow imbalance of a recording."""
-    _not_implemented(ISSUE_SIGNALS)
+    """Regress mid-price changes on OFI, multi-level OFI and trade-flow imbalance of a recording.
+
+    With several intervals (--interval 1s,10s,60s) --json prints a list of objects, one per
+    interval in the order given; with one interval, one object. See docs/signals.md.
+    """
+    from bot.signals.analyze import run_cli
+
+    code = run_cli(recording, interval, levels, as_json, plot)
+    if code:
+        raise typer.Exit(code)
 
 
 # --------------------------------------------------------------------------- store
@@ -167,7 +241,18 @@ def report(
     config: Path | None = typer.Option(None, "--config", "-c", help="TOML config file (for [store] url)."),
 ) -> None:
     """Trades, daily PnL and risk events, as tables."""
-    _not_implemented(ISSUE_STORE)
+    from bot.store.report import ReportError, render_report
+
+    settings = load_settings_or_exit(config, db)
+    try:
+        render_report(settings.store.url, run_id=run_id, since=since)
+    except ReportError as exc:
+        typer.echo(f"report: {exc}", err=True)
+        raise typer.Exit(2 if str(exc).startswith("--") else 1) from None
+    except Exception as exc:
+        typer.echo(f"report: cannot read {settings.store.url.split('://')[0]} database: "
+                   f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", err=True)
+        raise typer.Exit(1) from None
 
 
 @db_app.command("upgrade")
@@ -176,7 +261,19 @@ def db_upgrade(
     config: Path | None = typer.Option(None, "--config", "-c", help="TOML config file (for [store] url)."),
 ) -> None:
     """Upgrade the database schema to the newest revision (Alembic)."""
-    _not_implemented(ISSUE_STORE)
+    from bot.store.db import current_revision, run_coro_sync, upgrade_sync
+
+    settings = load_settings_or_exit(config, db)
+    url = settings.store.url
+    try:
+        before = run_coro_sync(current_revision(url))
+        upgrade_sync(url)
+        after = run_coro_sync(current_revision(url))
+    except Exception as exc:
+        typer.echo(f"db upgrade failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                   err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"database at revision {after} (was {before or 'empty'})")
 
 
 # --------------------------------------------------------------------------- emulator
@@ -193,7 +290,37 @@ def emulator_serve(
     api_secret: str = typer.Option("emulator-secret", "--api-secret", help="Its secret."),
 ) -> None:
     """Serve a Binance-spot-compatible exchange on 127.0.0.1 (REST, websockets, admin API)."""
-    _not_implemented(ISSUE_EMULATOR)
+    import asyncio
+    import signal
+
+    from bot.emulator import Emulator, FaultSpecError
+
+    if market != "synthetic" and not Path(market).is_file():
+        typer.echo(f"--market: no such recording file: {market}", err=True)
+        raise typer.Exit(2)
+    try:
+        emu = Emulator(market=market, seed=seed, faults=faults, api_key=api_key, api_secret=api_secret)
+    except FaultSpecError as exc:
+        typer.echo(f"--faults: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+    async def _serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await emu.start(host=host, port=port)
+        except OSError as exc:
+            typer.echo(f"cannot listen on {host}:{port}: {exc}", err=True)
+            raise typer.Exit(1) from None
+        typer.echo(f"emulator listening on {emu.base_url} (symbols {', '.join(emu.symbols)})", err=True)
+        try:
+            await stop.wait()
+        finally:
+            await emu.stop()
+
+    asyncio.run(_serve())
 
 
 def main() -> None:

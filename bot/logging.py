@@ -19,6 +19,20 @@ from bot.config import secret_values
 _configured = False
 
 
+class _CurrentStdout:
+    """Writes to whatever ``sys.stdout`` is at the moment of writing (not at configure time),
+    so a swapped or closed stdout (test runners, daemonisation) never breaks logging."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+    def isatty(self) -> bool:
+        return sys.stdout.isatty()
+
+
 class _Redactor:
     """structlog processor: scrub secrets from every string value of the event dict."""
 
@@ -53,14 +67,15 @@ _redactor = _Redactor()
 def configure_logging(level: str = "info", stream: TextIO | None = None, json: bool | None = None) -> None:
     """Configure structlog (idempotent; a later call re-targets stream/level)."""
     global _configured
-    stream = stream or sys.stdout
+    out: Any = stream or _CurrentStdout()
+    tty = bool(hasattr(out, "isatty") and out.isatty())
     if json is None:
-        json = not (hasattr(stream, "isatty") and stream.isatty())
+        json = not tty
     _redactor.refresh()
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json
-        else structlog.dev.ConsoleRenderer(colors=hasattr(stream, "isatty") and stream.isatty())
+        else structlog.dev.ConsoleRenderer(colors=tty)
     )
     structlog.configure(
         processors=[
@@ -72,7 +87,7 @@ def configure_logging(level: str = "info", stream: TextIO | None = None, json: b
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
     _configured = True

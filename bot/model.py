@@ -156,6 +156,7 @@ class OrderRequest:
     post_only: bool = False
     reason: str = ""
     signal_strength: float | None = None
+    mid_price: Decimal | None = None  # book mid when the signal fired (slippage review)
 
     @property
     def notional(self) -> Decimal | None:
@@ -179,6 +180,7 @@ class Order:
     reason: str = ""
     created_ts: int = 0  # ms
     signal_strength: float | None = None  # combined z-score of the signal that caused it
+    mid_price: Decimal | None = None  # book mid when the signal fired; v_trades.slippage_bps uses it
 
     @property
     def remaining(self) -> Decimal:

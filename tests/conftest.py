@@ -85,3 +85,11 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> None:
+    """Every test starts with logging on the current stdout (CLI tests swap stdout)."""
+    from bot.logging import configure_logging
+
+    configure_logging("info")

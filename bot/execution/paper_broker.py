@@ -1,0 +1,423 @@
+"""PaperBroker: simulated fills against the live book, deterministic in event time.
+
+Why it lives beside the real broker behind one protocol: paper and replay must run the
+very order manager that trades live, so the simulation is only as far from reality as
+this module's documented assumptions:
+
+* **Latency in event time.** An order placed at ``t`` reaches the "exchange" at
+  ``t + latency_ms``: it becomes active when the next market event with ``ts >= t +
+  latency`` arrives (``on_book``/``on_trade``), and is matched against the book as it is
+  *after* that event. No wall clock is read anywhere, so a replay is reproducible.
+* **Marketable orders** (market, or limit crossing the opposite best) walk the visible
+  book level by level at the levels' prices, taker fee. A limit order's remainder rests at
+  its price; a market order's remainder expires (as on Binance). A post-only order that
+  would cross is rejected. The walk does not consume the feed's book: two orders in a row
+  may take the same visible liquidity (the next book update corrects it).
+* **Resting orders** keep a queue position: ``ahead`` = visible size at our price when the
+  order became active. A trade at our price by the opposite aggressor reduces ``ahead``;
+  volume beyond ``ahead`` fills us (maker). A decrease of the level not explained by trades
+  is cancels, assumed spread evenly over the queue, so ``ahead`` shrinks pro rata
+  (``ahead *= 1 - cancelled / level_size``). A trade *through* our price (a sell below our
+  bid) or the opposite best reaching our price fills the whole remainder at our price: the
+  queue at our level must have been cleared for that to happen.
+* **Balances** are checked and locked at placement (quote for buys incl. the fee, base for
+  sells); insufficient funds are rejected with the numbers.
+* Cancels take effect immediately (no cancel latency).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from decimal import ROUND_DOWN, Decimal
+from typing import Literal, Protocol
+
+from bot.clock import Clock
+from bot.config import PaperSettings
+from bot.execution.broker import Update
+from bot.logging import get_logger
+from bot.model import (
+    ZERO,
+    Balance,
+    Fill,
+    Liquidity,
+    Order,
+    OrderEvent,
+    OrderStatus,
+    OrderType,
+    Side,
+    Trade,
+)
+
+log = get_logger("execution.paper")
+
+S = OrderStatus
+_BPS = Decimal(10_000)
+_WALK_DEPTH = 1000
+
+
+class BookView(Protocol):
+    """The part of ``bot.market.book.OrderBook`` the paper broker reads."""
+
+    def top_bids(self, n: int) -> list[tuple[float, float]]: ...
+
+    def top_asks(self, n: int) -> list[tuple[float, float]]: ...
+
+    def bid_size(self, price: float) -> float: ...
+
+    def ask_size(self, price: float) -> float: ...
+
+
+def _d(x: float) -> Decimal:
+    return Decimal(repr(x))
+
+
+def _fmt(x: Decimal) -> str:
+    """Plain notation without trailing zeros (``50``, not ``5E+1``)."""
+    return f"{x.normalize():f}"
+
+
+def _best(book: BookView, side: Side) -> tuple[float, float] | None:
+    """Best level of ``side``'s book (bids for BUY)."""
+    levels = book.top_bids(1) if side is Side.BUY else book.top_asks(1)
+    if not levels:
+        return None
+    p, q = levels[0]
+    return float(p), float(q)
+
+
+@dataclass(slots=True)
+class _Live:
+    order: Order
+    active_ts: int
+    locked: Decimal  # funds locked for the not-yet-filled part (quote for buys, base for sells)
+    lock_ccy: str
+    active: bool = False
+    ahead: float = 0.0  # visible size ahead of us at our price
+    level_size: float = 0.0  # visible size at our price at the last book look
+    traded: float = 0.0  # traded at our price since the last book look
+
+
+class PaperBroker:
+    """``Broker`` implementation for paper and replay; call ``on_book``/``on_trade`` per event."""
+
+    name = "paper"
+
+    def __init__(
+        self,
+        clock: Clock,
+        settings: PaperSettings,
+        symbol: str,
+        *,
+        fee_currency: Literal["quote", "received"] = "quote",
+        amount_step: Decimal = Decimal("1e-8"),
+        fee_step: Decimal = Decimal("1e-8"),
+    ) -> None:
+        self.clock = clock
+        self.symbol = symbol
+        self.base, self.quote = symbol.split("/")
+        self.latency_ms = round(settings.latency_ms)
+        self.taker_bps = Decimal(repr(settings.taker_fee_bps))
+        self.maker_bps = Decimal(repr(settings.maker_fee_bps))
+        self.fee_currency = fee_currency
+        self.amount_step = amount_step  # queue-model partial fills are rounded down to this
+        self.fee_step = fee_step  # exchanges report commissions to 8 decimals (half-even)
+        self._free: dict[str, Decimal] = {k: Decimal(v) for k, v in settings.balances.items()}
+        self._locked: dict[str, Decimal] = dict.fromkeys(self._free, ZERO)
+        for ccy in (self.base, self.quote):
+            self._free.setdefault(ccy, ZERO)
+            self._locked.setdefault(ccy, ZERO)
+        self._orders: dict[str, Order] = {}
+        self._live: dict[str, _Live] = {}
+        self._fills: list[Fill] = []
+        self._book: BookView | None = None
+        self._queue: deque[Update] = deque()
+        self._wakeup: asyncio.Event | None = None
+        self._order_seq = 0
+        self._trade_seq = 0
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    # ------------------------------------------------------------------ updates
+
+    def _emit(self, update: Update) -> None:
+        self._queue.append(update)
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    def drain_updates(self) -> list[Update]:
+        out = list(self._queue)
+        self._queue.clear()
+        return out
+
+    async def updates(self) -> AsyncIterator[Update]:
+        self._wakeup = asyncio.Event()
+        while not self._closed:
+            while self._queue:
+                yield self._queue.popleft()
+            self._wakeup.clear()
+            if not self._queue:
+                await self._wakeup.wait()
+
+    # ------------------------------------------------------------------ orders
+
+    def _fee_rate(self, liq: Liquidity) -> Decimal:
+        return (self.taker_bps if liq is Liquidity.TAKER else self.maker_bps) / _BPS
+
+    def _set(self, order: Order) -> Order:
+        self._orders[order.client_id] = order
+        return order
+
+    def _reject(self, order: Order, reason: str) -> Order:
+        log.info("paper_reject", client_id=order.client_id, reason=reason)
+        return self._set(dataclasses.replace(order, status=S.REJECTED, reason=reason))
+
+    async def create_order(self, order: Order) -> Order:
+        """Accept (status ``submitted``: in flight for ``latency_ms``) or reject at once."""
+        if order.client_id in self._orders:
+            return self._orders[order.client_id]  # idempotent by client id, like the exchange
+        if order.symbol != self.symbol:
+            return self._reject(order, f"unknown symbol {order.symbol}")
+        if order.amount <= 0:
+            return self._reject(order, f"amount must be > 0 (got {order.amount})")
+        self._order_seq += 1
+        order = dataclasses.replace(order, exchange_id=f"paper-{self._order_seq}")
+        if order.side is Side.BUY:
+            ccy = self.quote
+            if order.price is not None:
+                need = order.price * order.amount
+            else:
+                est = self._estimate_cost(order.amount)
+                if est is None:
+                    return self._reject(order, "no order book to price a market buy")
+                need = est
+            need += need * self.taker_bps / _BPS
+        else:
+            ccy = self.base
+            need = order.amount
+        free = self._free.get(ccy, ZERO)
+        if need > free:
+            return self._reject(
+                order, f"insufficient balance: needs {_fmt(need)} {ccy}, free {_fmt(free)} {ccy}"
+            )
+        self._free[ccy] = free - need
+        self._locked[ccy] = self._locked.get(ccy, ZERO) + need
+        now = self.clock.now_ms()
+        self._live[order.client_id] = _Live(order, now + self.latency_ms, need, ccy)
+        return self._set(dataclasses.replace(order, status=S.SUBMITTED))
+
+    def _estimate_cost(self, amount: Decimal) -> Decimal | None:
+        if self._book is None:
+            return None
+        left, cost = amount, ZERO
+        for p, q in self._book.top_asks(_WALK_DEPTH):
+            take = min(left, _d(q))
+            cost += take * _d(p)
+            left -= take
+            if left <= 0:
+                return cost
+        return None if cost == 0 else cost
+
+    def _release(self, live: _Live) -> None:
+        ccy = live.lock_ccy
+        self._locked[ccy] -= live.locked
+        self._free[ccy] += live.locked
+        live.locked = ZERO
+
+    def _finish(self, live: _Live, status: OrderStatus, ts: int, reason: str = "") -> Order:
+        self._release(live)
+        self._live.pop(live.order.client_id, None)
+        order = self._set(dataclasses.replace(live.order, status=status, reason=reason or live.order.reason))
+        live.order = order
+        return order
+
+    async def cancel_order(self, order: Order) -> Order:
+        live = self._live.get(order.client_id)
+        if live is None:
+            known = self._orders.get(order.client_id)
+            if known is None:
+                return dataclasses.replace(order, status=S.EXPIRED, reason="not found on the exchange")
+            return known
+        return self._finish(live, S.CANCELLED, self.clock.now_ms())
+
+    async def cancel_all(self, symbol: str) -> list[Order]:
+        return [
+            await self.cancel_order(lv.order) for lv in list(self._live.values()) if lv.order.symbol == symbol
+        ]
+
+    async def fetch_order(self, client_id: str, symbol: str) -> Order | None:
+        return self._orders.get(client_id)
+
+    async def fetch_open_orders(self, symbol: str) -> list[Order]:
+        return [self._orders[c] for c, lv in self._live.items() if lv.order.symbol == symbol]
+
+    async def fetch_my_trades(self, symbol: str, since_ms: int | None = None) -> list[Fill]:
+        return [f for f in self._fills if f.symbol == symbol and (since_ms is None or f.ts >= since_ms)]
+
+    async def fetch_balance(self) -> dict[str, Balance]:
+        ts = self.clock.now_ms()
+        return {c: Balance(c, self._free[c], self._locked.get(c, ZERO), ts) for c in sorted(self._free)}
+
+    # ------------------------------------------------------------------ matching
+
+    def _fill(self, live: _Live, price: Decimal, amount: Decimal, liq: Liquidity, ts: int) -> None:
+        order = live.order
+        amount = min(amount, order.remaining)
+        if amount <= 0:
+            return
+        notional = price * amount
+        rate = self._fee_rate(liq)
+        if self.fee_currency == "received" and order.side is Side.BUY:
+            fee, fee_ccy = amount * rate, self.base
+        else:
+            fee, fee_ccy = notional * rate, self.quote
+        fee = fee.quantize(self.fee_step)
+        # release the lock share of this amount, then book the real movement
+        share = live.locked if amount >= order.remaining else live.locked * amount / order.remaining
+        self._locked[live.lock_ccy] -= share
+        self._free[live.lock_ccy] += share
+        live.locked -= share
+        if order.side is Side.BUY:
+            self._free[self.quote] -= notional
+            self._free[self.base] += amount
+        else:
+            self._free[self.base] -= amount
+            self._free[self.quote] += notional
+        self._free[fee_ccy] -= fee
+        self._trade_seq += 1
+        fill = Fill(
+            trade_id=f"paper-t{self._trade_seq}",
+            client_id=order.client_id,
+            symbol=order.symbol,
+            side=order.side,
+            price=price,
+            amount=amount,
+            fee=fee,
+            fee_currency=fee_ccy,
+            liquidity=liq,
+            ts=ts,
+            exchange_order_id=order.exchange_id,
+        )
+        self._fills.append(fill)
+        filled = order.filled + amount
+        status = S.FILLED if filled >= order.amount else S.PARTIALLY_FILLED
+        live.order = self._set(dataclasses.replace(order, filled=filled, status=status))
+        self._emit(fill)
+        self._emit(OrderEvent(order.client_id, status, ts, filled, order.exchange_id))
+        if status is S.FILLED:
+            self._finish(live, S.FILLED, ts)
+
+    def _crosses(self, order: Order, book: BookView) -> bool:
+        if order.type is OrderType.MARKET or order.price is None:
+            return True
+        opp = _best(book, order.side.opposite)
+        if opp is None:
+            return False
+        return (order.side is Side.BUY and _d(opp[0]) <= order.price) or (
+            order.side is Side.SELL and _d(opp[0]) >= order.price
+        )
+
+    def _activate(self, live: _Live, book: BookView, ts: int) -> None:
+        order = live.order
+        live.active = True
+        if order.post_only and self._crosses(order, book):
+            self._emit(OrderEvent(order.client_id, S.REJECTED, ts, reason="post-only order would cross"))
+            self._finish(live, S.REJECTED, ts, "post-only order would cross")
+            return
+        live.order = self._set(dataclasses.replace(order, status=S.ACKED))
+        self._emit(OrderEvent(order.client_id, S.ACKED, ts, exchange_id=order.exchange_id))
+        if self._crosses(order, book):
+            levels = book.top_asks(_WALK_DEPTH) if order.side is Side.BUY else book.top_bids(_WALK_DEPTH)
+            for p, q in levels:
+                price = _d(p)
+                if order.price is not None and (
+                    (order.side is Side.BUY and price > order.price)
+                    or (order.side is Side.SELL and price < order.price)
+                ):
+                    break
+                self._fill(live, price, _d(q), Liquidity.TAKER, ts)
+                if live.order.status is S.FILLED:
+                    return
+            if order.type is OrderType.MARKET or order.price is None:
+                self._emit(
+                    OrderEvent(order.client_id, S.EXPIRED, ts, live.order.filled, reason="book exhausted")
+                )
+                self._finish(live, S.EXPIRED, ts, "book exhausted")
+                return
+        assert live.order.price is not None
+        size = self._level(book, live.order.side, float(live.order.price))
+        live.ahead = size
+        live.level_size = size
+        live.traded = 0.0
+
+    @staticmethod
+    def _level(book: BookView, side: Side, price: float) -> float:
+        return float(book.bid_size(price) if side is Side.BUY else book.ask_size(price))
+
+    def _activate_due(self, ts: int) -> None:
+        if self._book is None:
+            return
+        for live in list(self._live.values()):
+            if not live.active and live.active_ts <= ts:
+                self._activate(live, self._book, ts)
+
+    def on_book(self, book: BookView, ts: int) -> list[Update]:
+        """Call after every book change (snapshot or delta), with the event's ``ts``."""
+        start = len(self._queue)
+        self._book = book
+        self._activate_due(ts)
+        for live in list(self._live.values()):
+            if not live.active or live.order.price is None:
+                continue
+            price = float(live.order.price)
+            now = self._level(book, live.order.side, price)
+            cancelled = live.level_size - now - live.traded
+            if cancelled > 0 and live.level_size > 0:
+                live.ahead = max(0.0, live.ahead * (1.0 - cancelled / live.level_size))
+            live.ahead = min(live.ahead, now)
+            live.level_size = now
+            live.traded = 0.0
+            opp = _best(book, live.order.side.opposite)
+            if opp is not None and (
+                (live.order.side is Side.BUY and opp[0] <= price)
+                or (live.order.side is Side.SELL and opp[0] >= price)
+            ):
+                self._fill(live, live.order.price, live.order.remaining, Liquidity.MAKER, ts)
+        return list(self._queue)[start:]
+
+    def on_trade(self, trade: Trade) -> list[Update]:
+        """Call for every print on the tape."""
+        start = len(self._queue)
+        self._activate_due(trade.ts)
+        for live in list(self._live.values()):
+            order = live.order
+            if not live.active or order.price is None or trade.side is order.side:
+                continue
+            price = float(order.price)
+            through = trade.price < price if order.side is Side.BUY else trade.price > price
+            if through:
+                self._fill(live, order.price, order.remaining, Liquidity.MAKER, trade.ts)
+            elif trade.price == price:
+                live.traded += trade.amount
+                beyond = trade.amount - live.ahead
+                live.ahead = max(0.0, live.ahead - trade.amount)
+                part = (
+                    Decimal(repr(beyond)).quantize(self.amount_step, rounding=ROUND_DOWN)
+                    if beyond > 0
+                    else ZERO
+                )
+                if part > 0:
+                    self._fill(live, order.price, part, Liquidity.MAKER, trade.ts)
+        return list(self._queue)[start:]

@@ -1,0 +1,259 @@
+"""Reconciliation: make the bot's view of orders, fills and balances equal the exchange's.
+
+Why: the database and the exchange drift apart exactly when something went wrong -- a
+crash between an order's ack and its row, a fill delivered while the websocket was down,
+a stop that executed on the exchange while the bot was down and the database still shows
+the position open. The exchange is the truth; this module folds it back into the store:
+
+* open orders on the exchange that we know -> their status/fill is merged;
+* orders we think open that the exchange no longer lists -> looked up one by one and
+  closed with the exchange's final status (or ``rejected``/``expired`` "not found on the
+  exchange" if it never got them, which also ends any polling of them);
+* open orders we do not know -> reported; cancelled if ``execution.cancel_unknown``,
+  otherwise adopted so that risk counts them;
+* fills since the last one we stored -> every missing one is inserted (durably) and moves
+  the position;
+* balances -> stored as a row; a change of the base balance that our fills do not explain
+  is reported.
+
+Every difference is one log line and one row (an ``order_events``, ``fills`` or
+``balances`` row). ``startup`` runs before the first order and retries with backoff until
+it succeeds: a bot that cannot see the exchange does not trade.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from bot.clock import Clock
+from bot.execution.broker import Broker, ExchangeHalted
+from bot.execution.client_ids import ClientIdFactory
+from bot.execution.orders import OrderManager
+from bot.logging import get_logger
+from bot.model import Balance, Order, OrderStatus
+
+log = get_logger("execution.reconcile")
+
+S = OrderStatus
+FILL_LOOKBACK_MS = 5_000  # re-read this much before the last stored fill (clock skew, same-ms trades)
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    kind: str  # order_status | order_gone | order_never_arrived | unknown_order | missing_fill | balance
+    detail: str
+    client_id: str | None = None
+
+
+@dataclass(slots=True)
+class ReconcileReport:
+    ts: int
+    differences: list[Difference] = field(default_factory=list)
+    open_orders: int = 0
+    fills_checked: int = 0
+    balances: dict[str, Balance] = field(default_factory=dict)
+
+    @property
+    def clean(self) -> bool:
+        return not self.differences
+
+    def kinds(self) -> list[str]:
+        return [d.kind for d in self.differences]
+
+
+class Reconciler:
+    """Compares the exchange (through the broker, so through its rate limiter) with ``manager``."""
+
+    def __init__(
+        self,
+        manager: OrderManager,
+        broker: Broker,
+        clock: Clock,
+        *,
+        cancel_unknown: bool = False,
+        ids: ClientIdFactory | None = None,
+    ) -> None:
+        self.manager = manager
+        self.broker = broker
+        self.clock = clock
+        self.cancel_unknown = cancel_unknown
+        self.ids = ids or manager.ids
+        self.symbol = manager.symbol
+        self.base = self.symbol.split("/")[0]
+        self._last_base: Decimal | None = None
+        self._last_position: Decimal | None = None
+        self.runs = 0
+
+    def _diff(self, report: ReconcileReport, kind: str, detail: str, client_id: str | None = None) -> None:
+        report.differences.append(Difference(kind, detail, client_id))
+        log.warning("reconcile_difference", kind=kind, client_id=client_id, detail=detail)
+
+    async def reconcile_once(self) -> ReconcileReport:
+        """One full pass; raises if the exchange cannot be read (the caller retries)."""
+        m = self.manager
+        report = ReconcileReport(ts=self.clock.now_ms())
+        # 1. fills first: they decide order fill amounts and the position
+        since = None if m.last_fill_ts is None else m.last_fill_ts - FILL_LOOKBACK_MS
+        trades = await self.broker.fetch_my_trades(self.symbol, since)
+        report.fills_checked = len(trades)
+        for f in sorted(trades, key=lambda f: (f.ts, f.trade_id)):
+            if m.has_seen(f.trade_id):
+                continue
+            self._diff(
+                report,
+                "missing_fill",
+                f"trade {f.trade_id}: {f.side} {f.amount} @ {f.price} was on the exchange but not in the store",
+                f.client_id,
+            )
+            if m.get(f.client_id) is None and not f.client_id.startswith("unknown-"):
+                # an order this run never saw (a previous run's, or placed by hand): its row first
+                order = await self.broker.fetch_order(f.client_id, self.symbol)
+                if order is not None:
+                    m.adopt(order, "reconcile: order of a missing fill")
+            await m.on_fill_update(f)
+        # 2. open orders on the exchange
+        listed = await self.broker.fetch_open_orders(self.symbol)
+        report.open_orders = len(listed)
+        listed_ids = {o.client_id for o in listed}
+        for ex in listed:
+            mine = m.get(ex.client_id)
+            if mine is None:
+                await self._unknown(report, ex)
+                continue
+            if ex.client_id in m.busy:
+                continue
+            if ex.status is not mine.status or ex.filled != mine.filled:
+                self._diff(
+                    report,
+                    "order_status",
+                    f"store {mine.status} filled {mine.filled}, exchange {ex.status} filled {ex.filled}",
+                    ex.client_id,
+                )
+                await m.merge(ex, f"reconcile: exchange reports {ex.status}")
+            self._track(ex)
+        # 3. orders we think open that the exchange does not list
+        for mine in list(m.open_orders):
+            if mine.client_id in listed_ids or mine.client_id in m.busy or mine.status is S.NEW:
+                continue
+            found = await self.broker.fetch_order(mine.client_id, mine.symbol)
+            if found is None:
+                status = S.EXPIRED if mine.status in (S.ACKED, S.PARTIALLY_FILLED) else S.REJECTED
+                self._diff(
+                    report,
+                    "order_never_arrived",
+                    f"store {mine.status}, exchange has no such order",
+                    mine.client_id,
+                )
+                await m.merge(_replace_status(mine, status), "reconcile: not found on the exchange")
+            else:
+                current = m.get(mine.client_id) or mine  # fills above may have moved it already
+                if found.status is not current.status or found.filled != current.filled:
+                    self._diff(
+                        report,
+                        "order_gone" if found.status.is_terminal else "order_status",
+                        f"store {current.status} filled {current.filled}, exchange {found.status} filled {found.filled}",
+                        mine.client_id,
+                    )
+                    await m.merge(found, f"reconcile: exchange reports {found.status}")
+            self._track(m.get(mine.client_id))
+        # 4. balances
+        report.balances = await self.broker.fetch_balance()
+        for b in report.balances.values():
+            if b.total:
+                m.sink.put(b)
+        base = report.balances.get(self.base)
+        position = m.position.amount
+        if base is not None:
+            if self._last_base is not None and self._last_position is not None:
+                expected = self._last_base + (position - self._last_position)
+                if base.total != expected:
+                    self._diff(
+                        report,
+                        "balance",
+                        f"{self.base} balance {base.total}, expected {expected} from the previous balance and our fills",
+                    )
+            self._last_base, self._last_position = base.total, position
+        self.runs += 1
+        log.info(
+            "reconciled",
+            differences=len(report.differences),
+            open_orders=report.open_orders,
+            fills_checked=report.fills_checked,
+            position=str(position),
+        )
+        return report
+
+    def _track(self, order: Order | None) -> None:
+        track = getattr(self.broker, "track", None)
+        if order is not None and callable(track):
+            track(order)
+
+    async def _unknown(self, report: ReconcileReport, ex: Order) -> None:
+        ours = "a previous run of this bot" if self.ids.is_ours(ex.client_id) else "another client"
+        if self.cancel_unknown:
+            self._diff(
+                report,
+                "unknown_order",
+                f"open order from {ours} ({ex.side} {ex.amount} @ {ex.price}); cancelling",
+                ex.client_id,
+            )
+            self.manager.adopt(ex, f"reconcile: unknown open order from {ours}")
+            await self.manager.cancel(ex.client_id)
+        else:
+            self._diff(
+                report,
+                "unknown_order",
+                f"open order from {ours} ({ex.side} {ex.amount} @ {ex.price}); adopted",
+                ex.client_id,
+            )
+            self.manager.adopt(ex, f"reconcile: adopted unknown open order from {ours}")
+            self._track(ex)
+
+    async def startup(
+        self,
+        *,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        max_attempts: int | None = None,
+        on_failure: Callable[[int, BaseException], None] | None = None,
+    ) -> ReconcileReport:
+        """Reconcile before any new order; retry with backoff until it works (or halts)."""
+        attempt = 0
+        while True:
+            try:
+                return await self.reconcile_once()
+            except ExchangeHalted:
+                raise
+            except Exception as exc:
+                attempt += 1
+                log.error(
+                    "startup_reconcile_failed",
+                    attempt=attempt,
+                    error=f"{type(exc).__name__}: {exc}"[:300],
+                    trading="blocked",
+                )
+                if on_failure is not None:
+                    on_failure(attempt, exc)
+                if max_attempts is not None and attempt >= max_attempts:
+                    raise
+                await asyncio.sleep(min(backoff_max, backoff_base * 2 ** (attempt - 1)))
+
+    async def run_periodic(self, interval: float) -> None:
+        """Every ``interval`` seconds, forever (a task of the engine's TaskGroup)."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.reconcile_once()
+            except ExchangeHalted:
+                raise
+            except Exception as exc:
+                log.warning("reconcile_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+
+
+def _replace_status(order: Order, status: OrderStatus) -> Order:
+    from dataclasses import replace
+
+    return replace(order, status=status)

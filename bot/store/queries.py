@@ -1,0 +1,196 @@
+"""Reads (and the few writes outside the trading path) other layers need from the store.
+
+Why here and not in the writer: these run at start-up (recovery: fills, open orders, the
+persisted halt), from ``bot resume`` and from the report, outside the single writer's
+batching. Each returns the shared model types, not rows.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.model import (
+    Fill,
+    Liquidity,
+    Order,
+    OrderStatus,
+    OrderType,
+    RiskAction,
+    RiskEvent,
+    Side,
+)
+from bot.store import tables as t
+from bot.store.types import UNIT, dt_to_ms, ms_to_dt
+from bot.store.writer import risk_event_row
+
+_TERMINAL = [s.value for s in OrderStatus if s.is_terminal]
+
+
+async def create_run(
+    engine: AsyncEngine,
+    *,
+    mode: str,
+    config_hash: str,
+    version: str,
+    account: str,
+    symbol: str,
+    exchange: str,
+    started_ms: int,
+    pid: int | None = None,
+) -> int:
+    """Insert the ``runs`` row of this process start; returns its id (every row carries it)."""
+    async with engine.begin() as conn:
+        res = await conn.execute(
+            insert(t.runs).values(
+                started_at=ms_to_dt(started_ms), mode=mode, config_hash=config_hash, version=version,
+                account=account, symbol=symbol, exchange=exchange, pid=os.getpid() if pid is None else pid,
+            ).returning(t.runs.c.id)
+        )
+        return int(res.scalar_one())
+
+
+async def end_run(engine: AsyncEngine, run_id: int, ended_ms: int) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(ended_at=ms_to_dt(ended_ms)))
+
+
+async def latest_run_id(engine: AsyncEngine, account: str, symbol: str) -> int | None:
+    """The newest run of (account, symbol), e.g. to attach a ``bot resume`` event to."""
+    async with engine.connect() as conn:
+        res = await conn.execute(
+            select(t.runs.c.id).where(t.runs.c.account == account, t.runs.c.symbol == symbol)
+            .order_by(t.runs.c.id.desc()).limit(1)
+        )
+        v = res.scalar()
+        return None if v is None else int(v)
+
+
+def _risk_event(row: Any) -> RiskEvent:
+    details = orjson.loads(row.details) if row.details else {}
+    return RiskEvent(
+        ts=dt_to_ms(row.ts), action=RiskAction(row.action), kind=row.kind, reason=row.reason,
+        client_id=row.client_id, details={str(k): str(v) for k, v in details.items()},
+    )
+
+
+async def latest_halt(engine: AsyncEngine, account: str, symbol: str) -> RiskEvent | None:
+    """The persisted halt: the newest ``halt`` of (account, symbol) not followed by a ``resume``."""
+    c = t.risk_events.c
+    async with engine.connect() as conn:
+        row = (await conn.execute(
+            select(t.risk_events)
+            .where(c.account == account, c.symbol == symbol, c.action.in_(("halt", "resume")))
+            .order_by(c.ts.desc(), c.id.desc()).limit(1)
+        )).first()
+    if row is None or row.action != RiskAction.HALT.value:
+        return None
+    return _risk_event(row)
+
+
+async def insert_risk_event(engine: AsyncEngine, run_id: int | None, account: str, symbol: str,
+                            ev: RiskEvent) -> None:
+    """Write one risk event directly (``bot resume``); ``run_id`` None: the newest run of the pair."""
+    if run_id is None:
+        run_id = await latest_run_id(engine, account, symbol)
+    if run_id is None:
+        run_id = await create_run(engine, mode="manual", config_hash="", version="", account=account,
+                                  symbol=symbol, exchange="", started_ms=ev.ts)
+    async with engine.begin() as conn:
+        await conn.execute(insert(t.risk_events), [risk_event_row(run_id, account, symbol, ev)])
+
+
+def _fill(row: Any) -> Fill:
+    return Fill(
+        trade_id=row.trade_id, client_id=row.client_id, symbol=row.symbol, side=Side(row.side),
+        price=row.price, amount=row.amount, fee=row.fee, fee_currency=row.fee_currency,
+        liquidity=Liquidity(row.liquidity), ts=dt_to_ms(row.ts), exchange_order_id=row.exchange_order_id,
+    )
+
+
+async def load_fills(engine: AsyncEngine, account: str, symbol: str) -> list[Fill]:
+    """All fills of (account, symbol) over all runs, oldest first (exchange time, then arrival)."""
+    c = t.fills.c
+    async with engine.connect() as conn:
+        res = await conn.execute(
+            select(t.fills).where(c.account == account, c.symbol == symbol).order_by(c.ts, c.id)
+        )
+        return [_fill(r) for r in res]
+
+
+def _order(row: Any) -> Order:
+    return Order(
+        client_id=row.client_id, symbol=row.symbol, side=Side(row.side),
+        type=OrderType(row.type) if row.type else OrderType.LIMIT,
+        amount=row.amount if row.amount is not None else row.filled,
+        price=row.price, status=OrderStatus(row.status), filled=row.filled,
+        exchange_id=row.exchange_id, post_only=bool(row.post_only), reason=row.reason,
+        created_ts=dt_to_ms(row.created_at), signal_strength=row.signal_strength, mid_price=row.mid_price,
+    )
+
+
+async def load_orders(engine: AsyncEngine, account: str, symbol: str, open_only: bool = False) -> list[Order]:
+    """Orders of (account, symbol), oldest first; ``open_only``: not filled/cancelled/rejected/expired.
+
+    A placeholder row created for an unknown order's fill has status ``unknown`` (open: the
+    reconciler looks it up) and ``amount`` = what was filled; one created from an order event
+    alone has no side and is left out.
+    """
+    c = t.orders.c
+    q = select(t.orders).where(c.account == account, c.symbol == symbol, c.side.is_not(None))
+    if open_only:
+        q = q.where(c.status.not_in(_TERMINAL))
+    async with engine.connect() as conn:
+        res = await conn.execute(q.order_by(c.created_at, c.id))
+        return [_order(r) for r in res]
+
+
+async def fill_count(engine: AsyncEngine, account: str | None = None) -> int:
+    q = select(func.count()).select_from(t.fills)
+    if account is not None:
+        q = q.where(t.fills.c.account == account)
+    async with engine.connect() as conn:
+        return int((await conn.execute(q)).scalar_one())
+
+
+def to_decimal(value: Any) -> Decimal | None:
+    """A view's money value -> Decimal: NUMERIC arrives as Decimal (PostgreSQL), REAL as float (SQLite).
+
+    A SQLite view divides an exact integer sum by 1e8 once, so the float is the double nearest
+    to an 8-place decimal and its shortest repr, rounded to 8 places, is that decimal.
+    """
+    if value is None:
+        return None
+    if isinstance(value, Decimal):
+        d = value
+    else:
+        d = Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value))
+    return d.quantize(UNIT)
+
+
+def day_start(date: str) -> datetime:
+    """'YYYY-MM-DD' -> that UTC midnight (for ``--since``); ValueError names the expected form."""
+    try:
+        return datetime.strptime(date, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise ValueError(f"expected a UTC date YYYY-MM-DD (got {date!r})") from None
+
+
+__all__ = [
+    "create_run",
+    "day_start",
+    "end_run",
+    "fill_count",
+    "insert_risk_event",
+    "latest_halt",
+    "latest_run_id",
+    "load_fills",
+    "load_orders",
+    "to_decimal",
+]

@@ -1,0 +1,192 @@
+"""``bot report``: the trade review as rich tables (runs, trades, daily PnL, risk events).
+
+Why it reads the views: the report shows exactly what a reviewer gets from ``v_trades``,
+``v_daily_pnl`` and ``v_risk_summary`` in psql/sqlite3, so the two never disagree.
+Money is converted with ``to_decimal`` (exact: see ``bot.store.views``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import func, make_url, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bot.store import tables as t
+from bot.store.db import current_revision, is_sqlite, make_engine, normalize_url, run_coro_sync
+from bot.store.queries import day_start, to_decimal
+
+TRADES_SHOWN = 50
+
+
+class ReportError(Exception):
+    """The database cannot be reviewed (not upgraded, unknown run, bad date); one line for the user."""
+
+
+@dataclass
+class ReportData:
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    trades: list[dict[str, Any]] = field(default_factory=list)
+    trade_count: int = 0
+    daily: list[dict[str, Any]] = field(default_factory=list)
+    risk: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _day_text(v: Any) -> str:
+    return v.isoformat() if isinstance(v, date) else str(v)
+
+
+def _ts_text(v: Any) -> str:
+    if isinstance(v, datetime):
+        return v.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return str(v)[:23] if v is not None else ""
+
+
+def _money(v: Any) -> str:
+    d = to_decimal(v)
+    if d is None:
+        return ""
+    s = format(d.normalize(), "f")
+    return s if s != "-0" else "0"
+
+
+async def _rows(conn: AsyncConnection, sql: str, **params: Any) -> list[dict[str, Any]]:
+    res = await conn.execute(text(sql), params)
+    return [dict(r._mapping) for r in res]
+
+
+async def collect(url: str, run_id: int | None = None, since: str | None = None) -> ReportData:
+    """Read everything the report shows (also used by tests and ``bot demo``)."""
+    since_dt = None
+    if since is not None:
+        try:
+            since_dt = day_start(since)
+        except ValueError as exc:
+            raise ReportError(f"--since: {exc}") from None
+    sqlite_path = make_url(normalize_url(url)).database if is_sqlite(url) else None
+    if sqlite_path and sqlite_path != ":memory:" and not os.path.exists(sqlite_path):  # noqa: ASYNC240 - one stat
+        raise ReportError(f"no database file at {sqlite_path}")
+    if await current_revision(url) is None:
+        raise ReportError("the database has no schema yet; run `bot db upgrade --db URL` first")
+    engine = make_engine(url)
+    data = ReportData()
+    try:
+        async with engine.connect() as conn:
+            runs = t.runs.c
+            fills = t.fills.c
+            q = (
+                select(runs.id, runs.started_at, runs.ended_at, runs.mode, runs.account, runs.symbol,
+                       runs.exchange, runs.version, func.count(fills.id).label("fills"))
+                .select_from(t.runs.outerjoin(t.fills, fills.run_id == runs.id))
+                .group_by(runs.id, runs.started_at, runs.ended_at, runs.mode, runs.account, runs.symbol,
+                          runs.exchange, runs.version)
+                .order_by(runs.id)
+            )
+            if run_id is not None:
+                q = q.where(runs.id == run_id)
+            if since_dt is not None:
+                q = q.where((runs.ended_at.is_(None)) | (runs.ended_at >= since_dt))
+            data.runs = [dict(r._mapping) for r in await conn.execute(q)]
+            if run_id is not None and not data.runs:
+                raise ReportError(f"--run: no run with id {run_id}")
+
+            where: list[str] = ["1 = 1"]
+            params: dict[str, Any] = {}
+            pair_where = ["1 = 1"]
+            if run_id is not None:
+                where.append("run_id = :run_id")
+                params["run_id"] = run_id
+                pair_where.append("account = :account AND symbol = :symbol")
+                params["account"] = data.runs[0]["account"]
+                params["symbol"] = data.runs[0]["symbol"]
+            if since_dt is not None:
+                where.append("ts >= :since")
+                pair_where.append("day >= :since_day")
+                params["since"] = since_dt
+                params["since_day"] = since_dt.date() if engine.dialect.name != "sqlite" else since
+            w, pw = " AND ".join(where), " AND ".join(pair_where)
+            if since_dt is not None and engine.dialect.name == "sqlite":
+                # SQLite compares the stored UTC text; bind the same text form
+                params["since"] = since_dt.strftime("%Y-%m-%d %H:%M:%S.%f")
+            data.trade_count = int((await conn.execute(text(f"SELECT COUNT(*) FROM v_trades WHERE {w}"),
+                                                       params)).scalar_one())
+            trades = await _rows(conn, f"SELECT * FROM v_trades WHERE {w} ORDER BY ts DESC, fill_id DESC "
+                                       f"LIMIT {TRADES_SHOWN}", **params)
+            data.trades = list(reversed(trades))
+            data.daily = await _rows(conn, f"SELECT * FROM v_daily_pnl WHERE {pw} ORDER BY day, account, symbol",
+                                     **params)
+            data.risk = await _rows(conn, f"SELECT * FROM v_risk_summary WHERE {pw} "
+                                          "ORDER BY day, account, symbol, action, kind", **params)
+    finally:
+        await engine.dispose()
+    return data
+
+
+def render(data: ReportData, console: Console) -> None:
+    """Print the four tables."""
+    runs = Table(title="Runs", title_justify="left")
+    for col in ("run", "started (UTC)", "ended (UTC)", "mode", "account", "symbol", "exchange", "version", "fills"):
+        runs.add_column(col, justify="right" if col in ("run", "fills") else "left")
+    for r in data.runs:
+        runs.add_row(str(r["id"]), _ts_text(r["started_at"]), _ts_text(r["ended_at"]), r["mode"], r["account"],
+                     r["symbol"], r["exchange"], r["version"], str(r["fills"]))
+    console.print(runs)
+
+    shown = len(data.trades)
+    title = f"Trades ({shown} of {data.trade_count}, newest last)" if data.trade_count > shown else "Trades"
+    trades = Table(title=title, title_justify="left")
+    for col in ("time (UTC)", "run", "side", "price", "amount", "fee (quote)", "liq", "reason", "signal",
+                "slip bps", "position", "realised"):
+        trades.add_column(col, justify="left" if col in ("time (UTC)", "side", "liq", "reason") else "right")
+    for r in data.trades:
+        slip = r["slippage_bps"]
+        sig = r["signal_strength"]
+        trades.add_row(
+            _ts_text(r["ts"]), str(r["run_id"]), r["side"], _money(r["price"]), _money(r["amount"]),
+            _money(r["fee_quote"]), r["liquidity"], r["order_reason"] or "",
+            "" if sig is None else f"{sig:.2f}", "" if slip is None else f"{float(slip):.2f}",
+            _money(r["position_after"]), _money(r["realized_pnl"]),
+        )
+    console.print(trades)
+
+    daily = Table(title="Daily PnL (UTC days, average cost)", title_justify="left")
+    for col in ("day", "account", "symbol", "trades", "volume", "notional", "realised", "fees", "net", "end position"):
+        daily.add_column(col, justify="left" if col in ("day", "account", "symbol") else "right")
+    total = Decimal(0)
+    for r in data.daily:
+        net = to_decimal(r["net_pnl"]) or Decimal(0)
+        total += net
+        style = "green" if net > 0 else "red" if net < 0 else None
+        daily.add_row(_day_text(r["day"]), r["account"], r["symbol"], str(r["trade_count"]), _money(r["volume"]),
+                      _money(r["notional"]), _money(r["realized_pnl"]), _money(r["fees"]), _money(r["net_pnl"]),
+                      _money(r["end_position"]), style=style)
+    if data.daily:
+        daily.add_section()
+        daily.add_row("total", "", "", str(sum(int(r["trade_count"]) for r in data.daily)), "", "", "", "",
+                      _money(total), "")
+    console.print(daily)
+
+    risk = Table(title="Risk events", title_justify="left")
+    for col in ("day", "account", "symbol", "action", "kind", "events", "orders", "last (UTC)"):
+        risk.add_column(col, justify="right" if col in ("events", "orders") else "left")
+    for r in data.risk:
+        style = "bold red" if r["action"] == "halt" else None
+        risk.add_row(_day_text(r["day"]), r["account"], r["symbol"], r["action"], r["kind"], str(r["events"]),
+                     str(r["orders"]), _ts_text(r["last_at"]), style=style)
+    console.print(risk)
+    if not data.trades and not data.risk:
+        console.print("[dim]no trades or risk events recorded yet[/dim]")
+
+
+def render_report(url: str, run_id: int | None = None, since: str | None = None,
+                  console: Console | None = None) -> ReportData:
+    """Collect and print the review; safe to call from sync code inside or outside an event loop."""
+    data = run_coro_sync(collect(url, run_id=run_id, since=since))
+    render(data, console or Console())
+    return data

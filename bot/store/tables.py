@@ -1,0 +1,223 @@
+"""The schema: one SQLAlchemy 2 model per table of DESIGN.md's persistence section.
+
+Why these keys: a reviewer joins everything by ``run_id`` / ``account`` / ``symbol`` and
+reads it by time, so each table has those and an index on time. Replays of the same fact
+are no-ops, never double counts: a fill is unique per (exchange, symbol, trade id), an order
+event per (client id, status, filled), an order per client id (upserted as it changes).
+Fills and order events reference ``orders.client_id`` so an orphan cannot exist; the writer
+creates a placeholder order (``reason='external'``) when a fill arrives for an order it has
+never seen, rather than lose the fill.
+
+``fills`` also carries the running inventory after the fill (``position_after``,
+``avg_price_after``, ``realized_pnl``), computed once by the single writer with the
+average-cost method (see ``bot.store.pnl``), so the views are plain sums and stay fast.
+
+The app creates this schema only through Alembic (``bot db upgrade``); ``create_all`` is
+for the schema-equality test alone.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from bot.store.types import Money, UtcDateTime
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# An integer primary key that is BIGINT on PostgreSQL and the rowid alias on SQLite.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Run(Base):
+    """One row per process start."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    mode: Mapped[str] = mapped_column(String(16))
+    config_hash: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(32))
+    account: Mapped[str] = mapped_column(String(64))
+    symbol: Mapped[str] = mapped_column(String(32))
+    exchange: Mapped[str] = mapped_column(String(32))
+    pid: Mapped[int | None] = mapped_column(Integer)
+
+
+class OrderRow(Base):
+    """Our orders, one row per client id, updated in place as the order changes."""
+
+    __tablename__ = "orders"
+    __table_args__ = (
+        Index(None, "account", "symbol", "status"),
+        Index(None, "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    account: Mapped[str] = mapped_column(String(64))
+    symbol: Mapped[str] = mapped_column(String(32))
+    client_id: Mapped[str] = mapped_column(String(64), unique=True)
+    exchange_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    side: Mapped[str | None] = mapped_column(String(4))  # NULL only on an order-event placeholder
+    type: Mapped[str | None] = mapped_column(String(8))
+    post_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    price: Mapped[Decimal | None] = mapped_column(Money)
+    amount: Mapped[Decimal | None] = mapped_column(Money)  # NULL on a placeholder
+    filled: Mapped[Decimal] = mapped_column(Money)
+    status: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(Text)
+    signal_strength: Mapped[float | None] = mapped_column(Float)
+    mid_price: Mapped[Decimal | None] = mapped_column(Money)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class OrderEventRow(Base):
+    """Every state transition of every order; a replayed transition is a no-op."""
+
+    __tablename__ = "order_events"
+    __table_args__ = (UniqueConstraint("client_id", "status", "filled"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("orders.client_id"))
+    ts: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    status: Mapped[str] = mapped_column(String(20))
+    filled: Mapped[Decimal] = mapped_column(Money)
+    exchange_id: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+
+
+class FillRow(Base):
+    """Executions of our orders, with the running average-cost inventory after each."""
+
+    __tablename__ = "fills"
+    __table_args__ = (
+        UniqueConstraint("exchange", "symbol", "trade_id"),
+        Index(None, "account", "symbol", "ts"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    account: Mapped[str] = mapped_column(String(64))
+    exchange: Mapped[str] = mapped_column(String(32))
+    symbol: Mapped[str] = mapped_column(String(32))
+    trade_id: Mapped[str] = mapped_column(String(64))
+    client_id: Mapped[str] = mapped_column(ForeignKey("orders.client_id"), index=True)
+    exchange_order_id: Mapped[str | None] = mapped_column(String(64))
+    ts: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    side: Mapped[str] = mapped_column(String(4))
+    price: Mapped[Decimal] = mapped_column(Money)
+    amount: Mapped[Decimal] = mapped_column(Money)
+    notional: Mapped[Decimal] = mapped_column(Money)  # price * amount, quote
+    fee: Mapped[Decimal] = mapped_column(Money)
+    fee_currency: Mapped[str] = mapped_column(String(16))
+    fee_quote: Mapped[Decimal | None] = mapped_column(Money)  # NULL: fee in a third currency
+    liquidity: Mapped[str] = mapped_column(String(5))
+    position_after: Mapped[Decimal] = mapped_column(Money)
+    avg_price_after: Mapped[Decimal] = mapped_column(Money)
+    realized_pnl: Mapped[Decimal] = mapped_column(Money)  # realised by this fill, quote, before fees
+
+
+class PositionRow(Base):
+    """Position snapshots as the bot's inventory saw them."""
+
+    __tablename__ = "positions"
+    __table_args__ = (Index(None, "account", "symbol", "ts"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    account: Mapped[str] = mapped_column(String(64))
+    symbol: Mapped[str] = mapped_column(String(32))
+    ts: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    amount: Mapped[Decimal] = mapped_column(Money)
+    avg_price: Mapped[Decimal] = mapped_column(Money)
+    realized_pnl: Mapped[Decimal] = mapped_column(Money)
+    fees: Mapped[Decimal] = mapped_column(Money)
+
+
+class SignalRow(Base):
+    """Sampled signals and every signal that caused an order."""
+
+    __tablename__ = "signals"
+    __table_args__ = (Index(None, "account", "symbol", "ts"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    account: Mapped[str] = mapped_column(String(64))
+    symbol: Mapped[str] = mapped_column(String(32))
+    ts: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    direction: Mapped[int] = mapped_column(Integer)
+    strength: Mapped[float] = mapped_column(Float)
+    components: Mapped[str] = mapped_column(Text)  # JSON object name -> z-score
+
+
+class RiskEventRow(Base):
+    """Every rejection, clip, halt and resume, with its reason and numbers."""
+
+    __tablename__ = "risk_events"
+    __table_args__ = (Index(None, "account", "symbol", "action", "ts"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    account: Mapped[str] = mapped_column(String(64))
+    symbol: Mapped[str] = mapped_column(String(32))
+    ts: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    action: Mapped[str] = mapped_column(String(8))
+    kind: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    client_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    details: Mapped[str] = mapped_column(Text)  # JSON object
+
+
+class BalanceRow(Base):
+    """Free and locked balance per currency at a moment."""
+
+    __tablename__ = "balances"
+    __table_args__ = (Index(None, "account", "currency", "ts"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    account: Mapped[str] = mapped_column(String(64))
+    ts: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    currency: Mapped[str] = mapped_column(String(16))
+    free: Mapped[Decimal] = mapped_column(Money)
+    locked: Mapped[Decimal] = mapped_column(Money)
+
+
+metadata = Base.metadata
+runs = metadata.tables["runs"]
+orders = metadata.tables["orders"]
+order_events = metadata.tables["order_events"]
+fills = metadata.tables["fills"]
+positions = metadata.tables["positions"]
+signals = metadata.tables["signals"]
+risk_events = metadata.tables["risk_events"]
+balances = metadata.tables["balances"]
