@@ -85,7 +85,9 @@ def run(
     live: bool = typer.Option(False, "--live", help="Required (with mode = \"live\" and BOT_LIVE_CONFIRM) to trade real money."),
 ) -> None:
     """Run the bot as a service; the mode (paper, testnet, live) comes from the config."""
-    _not_implemented(ISSUE_ENGINE)
+    from bot.runner import run_service
+
+    raise typer.Exit(run_service(config, db, live))
 
 
 @app.command("demo")
@@ -95,7 +97,9 @@ def demo(
     seed: int = typer.Option(7, "--seed", help="Seed of the synthetic market."),
 ) -> None:
     """Offline demo: start the emulator, paper-trade against it through real ccxt, print the review."""
-    _not_implemented(ISSUE_ENGINE)
+    from bot.runner import run_demo
+
+    raise typer.Exit(run_demo(seconds, db, seed))
 
 
 @app.command("replay")
@@ -105,7 +109,9 @@ def replay(
     db: str | None = typer.Option(None, "--db", help="Database URL."),
 ) -> None:
     """Run the engine on a recording with a simulated clock and the paper broker; deterministic."""
-    _not_implemented(ISSUE_ENGINE)
+    from bot.runner import run_replay_cli
+
+    raise typer.Exit(run_replay_cli(recording, config, db))
 
 
 @app.command("resume")

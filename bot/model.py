@@ -246,6 +246,37 @@ class Position:
     ts: int = 0  # ms, when this snapshot was taken
 
 
+@dataclass(frozen=True, slots=True)
+class Markout:
+    """Where the market went ``horizon_ms`` after one of our fills: a row of ``markouts``.
+
+    Why: a fill that the mid runs away from (adverse selection) costs more than its fee; the
+    markout measures that per fill. ``mid``/``microprice`` are the first book values at or after
+    ``fill_ts + horizon_ms`` (``ts`` is when that book was seen); ``pnl`` is
+    ``side.sign * (mid - price) * amount`` in quote, before fees, and ``bps`` the same move per
+    unit of price (x 1e4). ``complete`` is False when the stream ended before the horizon
+    (``mid`` is then the last one seen). See ``bot.analytics.markouts``.
+    """
+
+    trade_id: str
+    client_id: str
+    symbol: str
+    side: Side
+    liquidity: Liquidity
+    price: Decimal
+    amount: Decimal
+    fill_ts: int  # ms
+    horizon_ms: int
+    ts: int  # ms, time of the book the mid was taken from
+    mid: Decimal
+    microprice: Decimal | None
+    pnl: Decimal  # quote, before fees
+    bps: float
+    micro_bps: float | None = None
+    signal_strength: float | None = None
+    complete: bool = True
+
+
 # --------------------------------------------------------------------------- risk
 
 

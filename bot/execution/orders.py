@@ -361,6 +361,7 @@ class OrderManager:
             reason=req.reason,
             created_ts=self.clock.now_ms(),
             signal_strength=req.signal_strength,
+            mid_price=req.mid_price,
         )
 
     async def submit(self, req: OrderRequest) -> Order:

@@ -1,0 +1,744 @@
+"""The engine: wires feed -> book -> signals -> strategy -> risk -> orders -> broker -> store.
+
+Why one ``TradingCore`` with an ``on_event`` method: live, paper, testnet and replay must
+take the very same decisions from the same events. Replay calls ``on_event`` in a plain loop
+under a ``SimulatedClock`` (deterministic: same recording + config -> identical orders and
+fills); live runs it from the feed task under the wall clock, next to the broker's update
+stream, the reconciler, the store writer and the watchdog, all in one ``TaskGroup`` so a
+failing task stops everything cleanly (cancel orders, flush the store) instead of leaving a
+half-alive process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from bot import __version__
+from bot.clock import Clock, LiveClock, SimulatedClock
+from bot.config import Settings, load_config
+from bot.execution.broker import Broker, ExchangeHalted
+from bot.execution.client_ids import ClientIdFactory
+from bot.execution.orders import OrderManager
+from bot.execution.paper_broker import PaperBroker
+from bot.logging import bind_run, get_logger
+from bot.market.book import OrderBook
+from bot.model import (
+    Direction,
+    Fill,
+    ImbalanceSignal,
+    MarketEvent,
+    Order,
+    OrderRequest,
+    OrderStatus,
+    RiskAction,
+    RiskEvent,
+    Trade,
+)
+from bot.risk.inventory import Inventory
+from bot.risk.killswitch import KillSwitch
+from bot.risk.limits import MarketState, RiskLimits
+from bot.risk.market_rules import MarketRules
+from bot.signals.engine import SignalEngine
+from bot.store import queries
+from bot.store.db import make_engine, upgrade
+from bot.store.writer import StoreWriter
+from bot.strategy import Cancel, ImbalanceStrategy, Place
+
+log = get_logger("engine")
+
+ZERO = Decimal(0)
+DECIDE_EVERY_MS = 250  # strategy re-evaluation cadence when nothing else changed
+GUARD_EVERY_MS = 1000  # kill-switch evaluation cadence (also after every fill)
+
+
+def _d(x: float) -> Decimal:
+    return Decimal(repr(x))
+
+
+@dataclass
+class Decision:
+    ts: int
+    kind: str
+    text: str
+
+
+@dataclass
+class RunSummary:
+    run_id: int
+    events: int = 0
+    seconds: float = 0.0
+    orders: int = 0
+    fills: int = 0
+    signals: int = 0
+    risk_events: int = 0
+    position: Decimal = ZERO
+    realized_pnl: Decimal = ZERO
+    fees: Decimal = ZERO
+    halted: bool = False
+    halt_reason: str | None = None
+    skipped_events: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        rate = self.events / self.seconds if self.seconds > 0 else 0.0
+        out = [
+            f"run {self.run_id}: {self.events} events in {self.seconds:.2f} s ({rate:,.0f} events/s)",
+            f"orders {self.orders}, fills {self.fills}, signals {self.signals}, risk events {self.risk_events}",
+            f"position {self.position}, realised PnL {self.realized_pnl}, fees {self.fees}",
+        ]
+        if self.halted:
+            out.append(f"HALTED: {self.halt_reason}")
+        return out
+
+
+class _KillActions:
+    """What the kill switch may do: cancel everything, submit the flatten order (no limits)."""
+
+    def __init__(self, core: TradingCore) -> None:
+        self.core = core
+
+    async def cancel_all(self) -> None:
+        await self.core.om.cancel_all()
+
+    async def submit(self, req: OrderRequest) -> None:
+        await self.core.om.submit(req)
+
+
+class TradingCore:
+    """Everything below the feed for one (account, symbol); driven by ``on_event``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock,
+        broker: Broker,
+        writer: StoreWriter,
+        run_id: int,
+        rules: MarketRules,
+        tick: float | None = None,
+        orders: Iterable[Order] = (),
+        fills: Iterable[Fill] = (),
+        warmup_s: float | None = None,
+        position_floor: Decimal | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.broker = broker
+        self.paper = broker if isinstance(broker, PaperBroker) else None
+        self.writer = writer
+        self.run_id = run_id
+        self.rules = rules
+        self.symbol = settings.symbol
+        fills = list(fills)
+        self.book = OrderBook(self.symbol, tick=tick)
+        self.signals = SignalEngine(settings, sink=self._on_signal_row, tick=tick, warmup_s=warmup_s)
+        self.strategy = ImbalanceStrategy(settings, rules)
+        self.limits = RiskLimits(settings.risk, rules, clock)
+        self.killswitch = KillSwitch(settings.risk, clock)
+        self.inventory = Inventory.from_fills(fills, self.symbol)
+        self.position_floor = position_floor
+        self.om = OrderManager(
+            broker,
+            writer,
+            clock,
+            ClientIdFactory(run_id),
+            self.symbol,
+            on_fill=self._on_fill,
+            on_order=self._on_order,
+            orders=orders,
+            fills=fills,
+        )
+        self.actions = _KillActions(self)
+        self.state = "starting"
+        self.feed_up = True
+        self.store_healthy = True
+        self.events = 0
+        self.counts = {"orders": 0, "fills": 0, "signals": 0, "risk_events": 0}
+        self.decisions: deque[Decision] = deque(maxlen=50)
+        self._dirty = False
+        self._next_decide = 0
+        self._next_guard = 0
+        self._last_signal: ImbalanceSignal | None = None
+        self.loop_lag_ms = 0.0
+
+    # ------------------------------------------------------------------ callbacks
+
+    def _on_signal_row(self, sig: ImbalanceSignal) -> None:
+        """Detector sink: every entry/exit and the sampled stream go to the signals table."""
+        self.writer.put(sig)
+
+    async def _on_fill(self, fill: Fill) -> None:
+        self.inventory.apply_fill(fill)
+        self.counts["fills"] += 1
+        self._dirty = True
+        self._decision(fill.ts, "fill", f"{fill.side.value} {fill.amount} @ {fill.price} ({fill.liquidity.value})")
+        await self._guard(force=True)
+
+    async def _on_order(self, order: Order) -> None:
+        if order.status is OrderStatus.REJECTED:
+            ev = self.limits.on_rejection()
+            self._decision(self.clock.now_ms(), "order", f"rejected {order.client_id}: {order.reason}")
+            if ev is not None:
+                await self._halt(ev)
+        elif order.status in (OrderStatus.ACKED, OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED):
+            self.limits.on_accepted()
+        if order.status.is_terminal:
+            self._dirty = True
+
+    def _decision(self, ts: int, kind: str, text: str) -> None:
+        self.decisions.append(Decision(ts, kind, text))
+
+    def _risk_event(self, ev: RiskEvent) -> None:
+        self.writer.put(ev)
+        self.counts["risk_events"] += 1
+        self._decision(ev.ts, "risk", f"{ev.action.value} {ev.kind}: {ev.reason}")
+
+    # ------------------------------------------------------------------ market state
+
+    def market_state(self) -> MarketState:
+        bb = self.book.best_bid()
+        ba = self.book.best_ask()
+        return MarketState(
+            mid=self.book.mid(),
+            best_bid=bb[0] if bb else None,
+            best_ask=ba[0] if ba else None,
+            book_healthy=self.book.healthy and self.book.has_snapshot,
+            book_reason=self.book.reason if self.book.has_snapshot else "no snapshot yet",
+            feed_up=self.feed_up,
+        )
+
+    @property
+    def position(self) -> Decimal:
+        return self.inventory.position
+
+    # ------------------------------------------------------------------ the hot path
+
+    async def on_event(self, ev: MarketEvent) -> None:
+        ts = ev.ts
+        if isinstance(self.clock, SimulatedClock):
+            ts = self.clock.advance(ts)
+        self.events += 1
+        paper = self.paper
+        if type(ev) is Trade:
+            self.signals.on_trade(ev)
+            if paper is not None:
+                paper.on_trade(ev)
+        else:
+            self.book.apply(ev)  # type: ignore[arg-type]
+            self.signals.on_book(self.book, ev, ts)
+            if paper is not None:
+                paper.on_book(self.book, ts)
+        if paper is not None and paper._queue:
+            await self.om.drain()
+        sig = self.signals.detector.update(ts)
+        mid = self.book.mid()
+        self.strategy.on_tick(ts, mid)
+        if sig is not None and sig.kind in ("entry", "exit"):
+            self._on_detector(sig, mid)
+        if ts >= self._next_guard:
+            await self._guard()
+        if self._dirty or ts >= self._next_decide:
+            await self.decide(ts)
+
+    def _on_detector(self, sig: ImbalanceSignal, mid: float | None) -> None:
+        self.counts["signals"] += 1
+        self._last_signal = sig
+        self._decision(sig.ts, "signal", f"{sig.kind} {sig.direction.name.lower()} z={sig.strength:+.2f}")
+        log.info("signal", kind=sig.kind, direction=sig.direction.name.lower(), strength=round(sig.strength, 3),
+                 components={k: round(v, 3) for k, v in sig.components.items()})
+        if mid is None:
+            return
+        self.strategy.on_signal(sig, self.position, mid)
+        if self.position_floor is not None and self.strategy.target < self.position_floor:
+            self.strategy.target = self.rules.amount_to_precision(self.position_floor) if self.position_floor else ZERO
+        self._dirty = True
+
+    async def _guard(self, force: bool = False) -> None:
+        now = self.clock.now_ms()
+        self._next_guard = now + GUARD_EVERY_MS
+        mid = self.book.mid()
+        if mid is None or self.killswitch.halted:
+            return
+        ev = self.killswitch.evaluate(
+            inventory=self.inventory,
+            mark=_d(mid),
+            store_healthy=self.store_healthy,
+            feed_up=self.feed_up,
+            rejections=self.limits.rejections,
+        )
+        if ev is not None:
+            await self._halt(ev)
+
+    async def _halt(self, ev: RiskEvent) -> None:
+        self._risk_event(ev)
+        self.state = "halted"
+        log.warning("risk_halt", kind=ev.kind, reason=ev.reason)
+        await self.killswitch.trigger(self.actions, ev, self.market_state(), self.position, self.rules)
+        self.strategy.target = ZERO
+
+    async def decide(self, ts: int) -> None:
+        self._dirty = False
+        self._next_decide = ts + DECIDE_EVERY_MS
+        if self.state != "trading" or self.killswitch.halted:
+            return
+        bb = self.book.best_bid()
+        ba = self.book.best_ask()
+        intents = self.strategy.decide(
+            ts, self.position, self.om.open_orders, bb[0] if bb else None, ba[0] if ba else None
+        )
+        for intent in intents:
+            if isinstance(intent, Cancel):
+                if intent.client_id not in self.om.busy:
+                    await self.om.cancel(intent.client_id)
+                continue
+            assert isinstance(intent, Place)
+            await self._place(intent.request)
+
+    async def _place(self, req: OrderRequest) -> None:
+        market = self.market_state()
+        decision = self.limits.check(req, position=self.position, open_orders=self.om.open_orders, market=market)
+        if decision.event is not None:
+            self._risk_event(decision.event)
+        if decision.action not in (RiskAction.ACCEPT, RiskAction.CLIP) or decision.order is None:
+            return
+        order_req = decision.order
+        if order_req.mid_price is None and market.mid is not None:
+            order_req = OrderRequest(
+                symbol=order_req.symbol, side=order_req.side, amount=order_req.amount, price=order_req.price,
+                type=order_req.type, post_only=order_req.post_only, reason=order_req.reason,
+                signal_strength=order_req.signal_strength, mid_price=_d(market.mid),
+            )
+        self.limits.on_order_sent(self.clock.now_ms())
+        self.counts["orders"] += 1
+        order = await self.om.submit(order_req)
+        self._decision(order.created_ts, "order",
+                       f"{order.side.value} {order.amount} @ {order.price} -> {order.status.value} ({order.reason})")
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> dict[str, Any]:
+        """The snapshot served at /status (see docs/operations.md)."""
+        s = self.settings
+        mid = self.book.mid()
+        snap = self.signals.snapshot()
+        mark = _d(mid) if mid is not None else None
+        inv = self.inventory
+        zs = {k[2:]: v for k, v in snap.items() if k.startswith("z_")}
+        limits: dict[str, float] = {
+            "position_pct": float(abs(inv.position) / s.risk.max_position * 100),
+        }
+        if mark is not None:
+            limits["daily_loss_pct"] = max(0.0, float(-inv.daily_pnl(mark) / s.risk.max_daily_loss * 100))
+            limits["drawdown_pct"] = max(0.0, float(inv.drawdown(mark) / s.risk.max_drawdown * 100))
+        now = self.clock.now_ms()
+        return {
+            "ts": now,
+            "run_id": self.run_id,
+            "mode": s.mode,
+            "symbol": self.symbol,
+            "account": s.exchange.account,
+            "state": "halted" if self.killswitch.halted else self.state,
+            "book": {
+                "healthy": self.book.healthy and self.book.has_snapshot,
+                "reason": self.book.reason,
+                "mid": mid,
+                "spread": self.book.spread(),
+                "microprice": snap.get("microprice"),
+                "bids": [list(x) for x in self.book.top_bids(10)],
+                "asks": [list(x) for x in self.book.top_asks(10)],
+                "updates": self.book.updates,
+            },
+            "signals": {k: v for k, v in snap.items() if not k.startswith("z_") and k != "state"},
+            "zscores": zs,
+            "detector": {
+                "state": {1: "long", -1: "short"}.get(int(snap.get("state", 0)), "flat"),
+                "combined_z": zs.get("combined"),
+                "entry_z": s.strategy.entry_z,
+                "exit_z": s.strategy.exit_z,
+                "persistence": s.strategy.persistence,
+            },
+            "position": {
+                "amount": str(inv.position),
+                "avg_price": str(inv.avg_price),
+                "realized_pnl": str(inv.realized),
+                "unrealized_pnl": str(inv.unrealized(mark)) if mark is not None else None,
+                "fees": str(inv.fees),
+                "equity": str(inv.equity(mark)) if mark is not None else None,
+            },
+            "open_orders": [
+                {"client_id": o.client_id, "side": o.side.value, "price": str(o.price), "amount": str(o.amount),
+                 "filled": str(o.filled), "status": o.status.value, "age_ms": now - o.created_ts}
+                for o in self.om.open_orders
+            ],
+            "risk": {
+                "halted": self.killswitch.halted,
+                "halt_kind": self.killswitch.halt_kind,
+                "halt_reason": self.killswitch.halt_reason,
+                "limits": limits,
+            },
+            "health": {
+                "feed": "up" if self.feed_up else "down",
+                "store": "ok" if self.store_healthy else "unavailable",
+                "loop_lag_ms": self.loop_lag_ms,
+            },
+            "decisions": [{"ts": d.ts, "kind": d.kind, "text": d.text} for d in list(self.decisions)[-20:]],
+        }
+
+    def summary(self, seconds: float) -> RunSummary:
+        return RunSummary(
+            run_id=self.run_id,
+            events=self.events,
+            seconds=seconds,
+            orders=self.counts["orders"],
+            fills=self.counts["fills"],
+            signals=self.counts["signals"],
+            risk_events=self.counts["risk_events"],
+            position=self.inventory.position,
+            realized_pnl=self.inventory.realized,
+            fees=self.inventory.fees,
+            halted=self.killswitch.halted,
+            halt_reason=self.killswitch.halt_reason,
+        )
+
+
+# --------------------------------------------------------------------------- setup helpers
+
+
+async def open_store(settings: Settings, mode: str, started_ms: int) -> tuple[Any, int]:
+    """Migrate the database, write the ``runs`` row; returns (engine, run id)."""
+    url = settings.store.url
+    await upgrade(url)
+    engine = make_engine(url)
+    run_id = await queries.create_run(
+        engine,
+        mode=mode,
+        config_hash=settings.config_hash(),
+        version=__version__,
+        account=settings.exchange.account,
+        symbol=settings.symbol,
+        exchange=settings.exchange.id,
+        started_ms=started_ms,
+    )
+    return engine, run_id
+
+
+def _writer(settings: Settings, engine: Any, run_id: int, core_ref: list[TradingCore]) -> StoreWriter:
+    def on_health(ok: bool, reason: str) -> None:
+        if core_ref:
+            core_ref[0].store_healthy = ok
+        (log.info if ok else log.error)("store_health", ok=ok, reason=reason)
+
+    return StoreWriter(
+        engine,
+        run_id=run_id,
+        account=settings.exchange.account,
+        symbol=settings.symbol,
+        exchange=settings.exchange.id,
+        queue_size=settings.store.queue_size,
+        batch_ms=settings.store.batch_ms,
+        max_buffered=settings.store.max_buffered,
+        on_health=on_health,
+    )
+
+
+async def _restore_halt(core: TradingCore, engine: Any) -> None:
+    s = core.settings
+    latest = await queries.latest_halt(engine, s.exchange.account, s.symbol)
+    ev = core.killswitch.restore(latest, core.clock.now_ms())
+    if ev is not None and ev.action is RiskAction.RESUME:
+        core._risk_event(ev)
+    if core.killswitch.halted:
+        core.state = "halted"
+        log.warning("still_halted", kind=core.killswitch.halt_kind, reason=core.killswitch.halt_reason,
+                    hint="run `bot resume` after looking at why")
+
+
+# --------------------------------------------------------------------------- replay
+
+
+async def run_replay(
+    recording: Path,
+    settings: Settings,
+    db_url: str | None = None,
+    *,
+    progress: bool = False,
+    on_status: Callable[[dict[str, Any]], Awaitable[None] | None] | None = None,
+    status_every_ms: int = 100,
+    speed: float = 0.0,
+    warmup_s: float | None = None,
+) -> RunSummary:
+    """Feed a recording through the engine with a simulated clock and the paper broker."""
+    from bot.market.recorder import RecordingReader
+
+    reader = RecordingReader(recording, on_error="stop")
+    header = reader.header
+    update: dict[str, Any] = {"mode": "paper"}
+    if header.symbol and header.symbol != settings.symbol:
+        update["symbol"] = header.symbol
+    settings = settings.model_copy(update=update)
+    if db_url:
+        settings = settings.model_copy(update={"store": settings.store.model_copy(update={"url": db_url})})
+    rules = MarketRules.binance_spot(settings.symbol)
+    clock = SimulatedClock(0)
+    engine, run_id = await open_store(settings, "replay", 0)
+    bind_run(run_id, "replay", settings.symbol)
+    core_ref: list[TradingCore] = []
+    writer = _writer(settings, engine, run_id, core_ref)
+    broker = PaperBroker(clock, settings.paper, settings.symbol)
+    core = TradingCore(
+        settings, clock=clock, broker=broker, writer=writer, run_id=run_id, rules=rules, tick=header.tick,
+        warmup_s=warmup_s, position_floor=-settings.paper.balances.get(settings.base, ZERO),
+    )
+    core_ref.append(core)
+    await writer.start()
+    core.state = "trading"
+    started = time.perf_counter()
+    next_status = 0
+    bar: Any = None
+    task: Any = None
+    if progress:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        bar = Progress(TextColumn("replay"), BarColumn(), TextColumn("{task.completed:,} events"),
+                       TimeRemainingColumn(), transient=True)
+        bar.start()
+        task = bar.add_task("replay", total=None)
+    try:
+        first_ts: int | None = None
+        wall0 = time.monotonic()
+        for ev in reader:
+            await core.on_event(ev)
+            if bar is not None and core.events % 20000 == 0:
+                bar.update(task, completed=core.events)
+            if on_status is not None and ev.ts >= next_status:
+                next_status = ev.ts + status_every_ms
+                if speed > 0:
+                    if first_ts is None:
+                        first_ts = ev.ts
+                    ahead = (ev.ts - first_ts) / 1000 / speed - (time.monotonic() - wall0)
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+                res = on_status(core.status())
+                if asyncio.iscoroutine(res):
+                    await res
+        # End of the recording: cancel what is still working, so the tables are final.
+        await core.om.cancel_all()
+        await core.om.drain()
+    finally:
+        if bar is not None:
+            bar.stop()
+        await writer.close()
+        await queries.end_run(engine, run_id, clock.now_ms())
+        await engine.dispose()
+    summary = core.summary(time.perf_counter() - started)
+    summary.skipped_events = reader.skipped
+    return summary
+
+
+# --------------------------------------------------------------------------- live / paper / testnet
+
+
+class LiveRunner:
+    """``bot run``: the TaskGroup of feed, order updates, reconciler, writer, watchdog, status."""
+
+    def __init__(self, settings: Settings, *, config_path: Path | None = None, warmup_s: float | None = None,
+                 notifier: Any = None, duration_s: float | None = None) -> None:
+        self.settings = settings
+        self.config_path = config_path
+        self.warmup_s = warmup_s
+        self.notifier = notifier
+        self.duration_s = duration_s
+        self.stop_event = asyncio.Event()
+        self.core: TradingCore | None = None
+        self.run_id: int | None = None
+        self.stop_reason = ""
+
+    def request_stop(self, reason: str) -> None:
+        if not self.stop_event.is_set():
+            self.stop_reason = reason
+            log.info("stop_requested", reason=reason)
+            self.stop_event.set()
+
+    def reload_limits(self) -> None:
+        """SIGHUP: re-read [risk] from the config file; keep the running limits on any error."""
+        if self.config_path is None or self.core is None:
+            return
+        try:
+            fresh = load_config(self.config_path)
+        except Exception as exc:
+            log.error("reload_failed", error=str(exc).splitlines()[0][:300], kept="previous risk limits")
+            return
+        self.core.limits.update_settings(fresh.risk)
+        self.core.killswitch.update_settings(fresh.risk)
+        log.info("risk_limits_reloaded", **{k: str(v) for k, v in fresh.risk.model_dump().items()})
+
+    async def run(self) -> RunSummary:
+        from bot.emulator.client import make_ccxt_client
+        from bot.market.feed import MarketFeed, market_tick
+
+        s = self.settings
+        clock = LiveClock()
+        started = time.perf_counter()
+        engine, run_id = await open_store(s, s.mode, clock.now_ms())
+        self.run_id = run_id
+        bind_run(run_id, s.mode, s.symbol)
+        keys = (
+            (s.exchange.api_key.get_secret_value() if s.exchange.api_key else None),
+            (s.exchange.api_secret.get_secret_value() if s.exchange.api_secret else None),
+        )
+        exchange = make_ccxt_client(s.exchange.url or None, keys[0], keys[1], pro=True,
+                                    sandbox=s.exchange.sandbox, timeout_ms=int(s.exchange.timeout * 1000),
+                                    exchange_id=s.exchange.id)
+        core_ref: list[TradingCore] = []
+        writer = _writer(s, engine, run_id, core_ref)
+        fills = await queries.load_fills(engine, s.exchange.account, s.symbol)
+        open_orders = await queries.load_orders(engine, s.exchange.account, s.symbol, open_only=True)
+        try:
+            await exchange.load_markets()
+            rules = MarketRules.from_exchange(exchange, s.symbol)
+            tick = market_tick(exchange, s.symbol)
+            broker: Broker
+            if s.mode == "paper":
+                broker = PaperBroker(clock, s.paper, s.symbol)
+                floor: Decimal | None = -s.paper.balances.get(s.base, ZERO)
+            else:
+                from bot.execution.ccxt_broker import CcxtBroker
+
+                broker = CcxtBroker(exchange, s.symbol, clock, max_retries=s.execution.max_retries)
+                floor = None
+            core = TradingCore(s, clock=clock, broker=broker, writer=writer, run_id=run_id, rules=rules, tick=tick,
+                               orders=open_orders, fills=fills, warmup_s=self.warmup_s, position_floor=floor)
+            core_ref.append(core)
+            self.core = core
+            await writer.start()
+            await broker.start()
+            await _restore_halt(core, engine)
+            await self._main(core, exchange, clock, MarketFeed)
+        finally:
+            await self._shutdown(exchange, writer, engine, run_id, clock)
+        return (self.core.summary(time.perf_counter() - started) if self.core else RunSummary(run_id))
+
+    async def _main(self, core: TradingCore, exchange: Any, clock: LiveClock, feed_cls: Any) -> None:
+        s = self.settings
+        reconciler = None
+        if s.mode != "paper":
+            from bot.execution.reconcile import Reconciler
+
+            core.state = "reconciling"
+            reconciler = Reconciler(core.om, core.broker, clock, cancel_unknown=s.execution.cancel_unknown)
+            await reconciler.startup()
+        if not core.killswitch.halted:
+            core.state = "trading"
+
+        def on_health(up: bool, reason: str) -> None:
+            core.feed_up = up
+            (log.info if up else log.warning)("feed_health", up=up, reason=reason)
+
+        feed = feed_cls(exchange, s.symbol, max(s.signals.levels, 20), clock, on_health)
+        loop = asyncio.get_running_loop()
+        for sig, handler in ((signal.SIGTERM, lambda: self.request_stop("SIGTERM")),
+                             (signal.SIGINT, lambda: self.request_stop("SIGINT")),
+                             (signal.SIGHUP, self.reload_limits)):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, handler)
+        status_server = None
+        if s.metrics.port:
+            from bot.status_server import StatusServer
+
+            status_server = StatusServer(core.status, s.metrics.port)
+            await status_server.start()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(feed.run(), name="feed"),
+                    tg.create_task(self._consume(core, feed), name="consume"),
+                    tg.create_task(self._watchdog(core), name="watchdog"),
+                ]
+                if core.paper is None:
+                    tasks.append(tg.create_task(core.om.run_updates(), name="order-updates"))
+                if reconciler is not None:
+                    tasks.append(tg.create_task(reconciler.run_periodic(s.execution.reconcile_interval),
+                                                name="reconcile"))
+                stopper = tg.create_task(self._until_stop(), name="stop")
+                await stopper
+                for t in tasks:
+                    t.cancel()
+                await feed.stop()
+        except* ExchangeHalted as eg:
+            log.error("exchange_halted", error=str(eg.exceptions[0])[:300])
+            self.stop_reason = "exchange halted (418)"
+        finally:
+            if status_server is not None:
+                await status_server.stop()
+
+    async def _until_stop(self) -> None:
+        if self.duration_s is None:
+            await self.stop_event.wait()
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop_event.wait(), self.duration_s)
+        self.request_stop(self.stop_reason or "duration reached")
+
+    async def _consume(self, core: TradingCore, feed: AsyncIterator[MarketEvent]) -> None:
+        async for ev in feed:
+            await core.on_event(ev)
+
+    async def _watchdog(self, core: TradingCore) -> None:
+        """READY after the first healthy book; WATCHDOG only while loop and feed are healthy."""
+        from bot.service import watchdog_interval_s
+
+        interval = min(1.0, watchdog_interval_s())
+        ready = False
+        pet_every = watchdog_interval_s()
+        last_pet = 0.0
+        loop = asyncio.get_running_loop()
+        stale_ms = int(self.settings.risk.stale_after * 1000)
+        while True:
+            t0 = loop.time()
+            await asyncio.sleep(interval)
+            core.loop_lag_ms = max(0.0, (loop.time() - t0 - interval) * 1000)
+            healthy_book = core.book.has_snapshot and core.book.check_stale(core.clock.now_ms(), stale_ms)
+            if not ready and healthy_book and core.state in ("trading", "halted"):
+                ready = True
+                if self.notifier is not None:
+                    self.notifier.ready(f"run {core.run_id} {core.state}")
+                log.info("ready", run_id=core.run_id, state=core.state)
+            if ready and self.notifier is not None and core.feed_up and core.loop_lag_ms < 1000 \
+                    and loop.time() - last_pet >= pet_every:
+                self.notifier.watchdog()
+                last_pet = loop.time()
+
+    async def _shutdown(self, exchange: Any, writer: StoreWriter, engine: Any, run_id: int, clock: LiveClock) -> None:
+        """Stop new orders, cancel open orders, flush the store; within the 10 s budget."""
+        if self.notifier is not None:
+            self.notifier.stopping(self.stop_reason)
+        core = self.core
+        if core is not None:
+            core.state = "stopping"
+            if self.settings.execution.cancel_on_stop and core.om.open_orders:
+                await core.om.shutdown(budget_s=6.0)
+                if core.paper is not None:
+                    await core.om.drain()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer.close(), 3.0)
+        with contextlib.suppress(Exception):
+            await queries.end_run(engine, run_id, clock.now_ms())
+        with contextlib.suppress(Exception):
+            await engine.dispose()
+        with contextlib.suppress(Exception):
+            await exchange.close()
+        log.info("stopped", reason=self.stop_reason, pid=os.getpid())
+
+
+__all__ = ["Direction", "LiveRunner", "RunSummary", "TradingCore", "run_replay"]
