@@ -146,6 +146,7 @@ class SignalSettings(_Section):
     window: Duration = 10.0
     halflife: Duration = 300.0  # EWMA half-life of the z-score normalisation
     sample_interval: Duration = 1.0  # sampled rows into the signals table
+    warmup: Duration = 60.0  # no signal is emitted before this much event time has been seen
 
 
 class StrategySettings(_Section):

@@ -142,7 +142,10 @@ class TradingCore:
         self.symbol = settings.symbol
         fills = list(fills)
         self.book = OrderBook(self.symbol, tick=tick)
-        self.signals = SignalEngine(settings, sink=self._on_signal_row, tick=tick, warmup_s=warmup_s)
+        self.signals = SignalEngine(
+            settings, sink=self._on_signal_row, tick=tick,
+            warmup_s=warmup_s if warmup_s is not None else settings.signals.warmup,
+        )
         self.strategy = ImbalanceStrategy(settings, rules)
         self.limits = RiskLimits(settings.risk, rules, clock)
         self.killswitch = KillSwitch(settings.risk, clock)

@@ -480,14 +480,24 @@ def run_cli(recording: Path, interval: str, levels: int, as_json: bool, plot: Pa
         err.print(f"{recording}: no book snapshot in the recording, nothing to analyze", markup=False, highlight=False)
         return 1
     results = analyze_events(ev, intervals)
+    # signal edge (bot.analytics.edge): the mid move after the detector's entries, default settings
+    from bot.analytics.edge import render_edge_table, signal_edge
+    from bot.config import Settings, SignalSettings
+
+    try:
+        edge = signal_edge(recording, Settings(signals=SignalSettings(levels=levels)))
+    except Exception as exc:
+        err.print(f"{recording}: cannot measure the signal edge: {exc}", markup=False, highlight=False)
+        return 1
     if as_json:
-        objs = [r.to_json() for r in results]
+        objs = [{**r.to_json(), "edge": edge} for r in results]
         sys.stdout.write(json.dumps(objs[0] if len(objs) == 1 else objs) + "\n")
     else:
         out = Console()
         if not out.is_terminal:
             out = Console(width=140)
         out.print(render_table(recording, ev, results))
+        out.print(render_edge_table(edge))
     if plot is not None:
         from bot.config import Settings, SignalSettings
 

@@ -212,6 +212,43 @@ class BalanceRow(Base):
     locked: Mapped[Decimal] = mapped_column(Money)
 
 
+class MarkoutRow(Base):
+    """Mid and microprice a fixed horizon after each fill, and the fill's markout PnL (revision 0002).
+
+    One row per (fill, horizon); keyed like ``fills`` (exchange, symbol, trade id) plus the horizon,
+    so a markout written twice is stored once. No foreign key to ``fills``: the markout of a fill
+    is computed seconds later and must not be refused if the fill's own batch is still retrying.
+    """
+
+    __tablename__ = "markouts"
+    __table_args__ = (
+        UniqueConstraint("exchange", "symbol", "trade_id", "horizon_ms"),
+        Index(None, "account", "symbol", "fill_ts"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    account: Mapped[str] = mapped_column(String(64))
+    exchange: Mapped[str] = mapped_column(String(32))
+    symbol: Mapped[str] = mapped_column(String(32))
+    trade_id: Mapped[str] = mapped_column(String(64))
+    client_id: Mapped[str] = mapped_column(String(64))
+    side: Mapped[str] = mapped_column(String(4))
+    liquidity: Mapped[str] = mapped_column(String(5))
+    price: Mapped[Decimal] = mapped_column(Money)  # the fill's price
+    amount: Mapped[Decimal] = mapped_column(Money)
+    fill_ts: Mapped[datetime] = mapped_column(UtcDateTime)
+    horizon_ms: Mapped[int] = mapped_column(Integer)
+    ts: Mapped[datetime] = mapped_column(UtcDateTime)  # time of the book the mid was taken from
+    mid: Mapped[Decimal] = mapped_column(Money)
+    microprice: Mapped[Decimal | None] = mapped_column(Money)
+    pnl: Mapped[Decimal] = mapped_column(Money)  # side sign * (mid - price) * amount, quote, before fees
+    bps: Mapped[float] = mapped_column(Float)
+    micro_bps: Mapped[float | None] = mapped_column(Float)
+    signal_strength: Mapped[float | None] = mapped_column(Float)
+    complete: Mapped[bool] = mapped_column(Boolean)  # False: the stream ended before the horizon
+
+
 metadata = Base.metadata
 runs = metadata.tables["runs"]
 orders = metadata.tables["orders"]
@@ -221,3 +258,4 @@ positions = metadata.tables["positions"]
 signals = metadata.tables["signals"]
 risk_events = metadata.tables["risk_events"]
 balances = metadata.tables["balances"]
+markouts = metadata.tables["markouts"]
