@@ -47,15 +47,37 @@ configure_logging("error")
 from bot.market.book import OrderBook  # noqa: E402
 from bot.market.feed import BookDiffer, trade_from_ccxt  # noqa: E402
 
-CAPTURE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "hftbacktest" / "spot_btcusdt_20240808.gz"
+CAPTURE = (
+    Path(__file__).resolve().parent.parent.parent
+    / "shared"
+    / "data"
+    / "hftbacktest"
+    / "spot_btcusdt_20240808.gz"
+)
 SYMBOL = "BTC/USDT"
 LEVELS = 5  # the default [signals] levels: the window the feed keeps
 
 _MARKET: dict[str, Any] = {
-    "id": "BTCUSDT", "symbol": SYMBOL, "base": "BTC", "quote": "USDT", "baseId": "BTC", "quoteId": "USDT",
-    "type": "spot", "spot": True, "margin": False, "swap": False, "future": False, "option": False,
-    "contract": False, "linear": None, "inverse": None, "active": True, "lowercaseId": "btcusdt",
-    "precision": {"price": 0.01, "amount": 1e-5}, "limits": {}, "info": {},
+    "id": "BTCUSDT",
+    "symbol": SYMBOL,
+    "base": "BTC",
+    "quote": "USDT",
+    "baseId": "BTC",
+    "quoteId": "USDT",
+    "type": "spot",
+    "spot": True,
+    "margin": False,
+    "swap": False,
+    "future": False,
+    "option": False,
+    "contract": False,
+    "linear": None,
+    "inverse": None,
+    "active": True,
+    "lowercaseId": "btcusdt",
+    "precision": {"price": 0.01, "amount": 1e-5},
+    "limits": {},
+    "info": {},
 }
 
 
@@ -77,7 +99,9 @@ class StubClient:
         self.errors.append(error)
 
 
-def load_capture(path: Path = CAPTURE, limit: int | None = None) -> tuple[list[bytes], bytes, list[tuple[int, bytes]]]:
+def load_capture(
+    path: Path = CAPTURE, limit: int | None = None
+) -> tuple[list[bytes], bytes, list[tuple[int, bytes]]]:
     """(depth messages before the snapshot, the snapshot JSON, then (recv_ns, raw) of every depth/trade message)."""
     pre: list[bytes] = []
     snap: bytes | None = None
@@ -188,8 +212,15 @@ def _one_pass(pre: list[bytes], snap: bytes, post: list[tuple[int, bytes]]) -> d
             events += tr is not None
     if client.errors:
         raise RuntimeError(f"ccxt rejected the stream: {client.errors[0]}")
-    return {"c_depth": c_depth, "o_depth": o_depth, "c_trade": c_trade, "o_trade": o_trade,
-            "n_depth": n_depth, "n_trade": n_trade, "events": events}
+    return {
+        "c_depth": c_depth,
+        "o_depth": o_depth,
+        "c_trade": c_trade,
+        "o_trade": o_trade,
+        "n_depth": n_depth,
+        "n_trade": n_trade,
+        "events": events,
+    }
 
 
 def run(quick: bool = False, limit: int | None = None) -> dict[str, Any]:

@@ -20,9 +20,10 @@ often as needed:
                                  # (client id, state machine, order_events) -> broker
     latency = stamp in create_order - t0
 
-The request is the one the strategy makes when it joins the bid (a post-only limit buy of
-the minimum size at the best bid), forced on every book event so that every one of them is
-"order-worthy" (the strategy itself fires only a few times a minute). Each order is then
+The request is a post-only limit buy of the minimum size, $1 below the best bid (inside the
+price band; it never crosses, so the paper broker never rejects it), forced on every book
+event so that every one of them is "order-worthy" (the strategy itself fires only a few
+times a minute). Each order is then
 cancelled outside the timer so risk's open-order and position limits stay clear
 (``max_orders_per_minute`` is raised for the bench: it would otherwise reject after 30).
 Not included: the websocket receive and ccxt's parsing (see ``bench.feed``), and the
@@ -49,7 +50,13 @@ from bot.config import Settings  # noqa: E402
 from bot.execution.paper_broker import PaperBroker  # noqa: E402
 from bot.model import MarketEvent, Order, OrderRequest, OrderType, Side, Trade  # noqa: E402
 
-REAL = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "recordings" / "btcusdt_spot_20240808.jsonl.gz"
+REAL = (
+    Path(__file__).resolve().parent.parent.parent
+    / "shared"
+    / "data"
+    / "recordings"
+    / "btcusdt_spot_20240808.jsonl.gz"
+)
 
 
 class TimedPaperBroker(PaperBroker):
@@ -99,10 +106,18 @@ async def _measure(n_orders: int, events: list[MarketEvent], tick: float | None)
     rules = MarketRules.binance_spot(settings.symbol)
     clock = SimulatedClock(0)
     broker = TimedPaperBroker(clock, settings.paper, settings.symbol)
-    core = TradingCore(settings, clock=clock, broker=broker, writer=NullSink(), run_id=1,  # type: ignore[arg-type]
-                       rules=rules, tick=tick)
+    core = TradingCore(
+        settings,
+        clock=clock,
+        broker=broker,
+        writer=NullSink(),
+        run_id=1,  # type: ignore[arg-type]
+        rules=rules,
+        tick=tick,
+    )
     core.state = "trading"
     amount = rules.min_amount or Decimal("0.0001")
+    offset = Decimal("1.00")  # 100 ticks below the bid: inside the price band, never crosses
     lat: list[int] = []
     rejected = 0
     seen = 0
@@ -119,8 +134,15 @@ async def _measure(n_orders: int, events: list[MarketEvent], tick: float | None)
             bb = core.book.best_bid()
             if bb is None or core.strategy is None:
                 continue
-            req = OrderRequest(settings.symbol, Side.BUY, amount, Decimal(repr(bb[0])), OrderType.LIMIT,
-                               post_only=True, reason="bench")
+            req = OrderRequest(
+                settings.symbol,
+                Side.BUY,
+                amount,
+                Decimal(repr(bb[0])) - offset,
+                OrderType.LIMIT,
+                post_only=True,
+                reason="bench",
+            )
             await core._place(req)
             if broker.count == before:
                 rejected += 1
@@ -148,7 +170,7 @@ async def _measure(n_orders: int, events: list[MarketEvent], tick: float | None)
 
 
 def run(quick: bool = False, orders: int | None = None) -> dict[str, Any]:
-    n = orders or (10_000 if quick else 50_000)
+    n = orders or (10_000 if quick else 20_000)
     name, tick, events = _events()
     gc.collect()
     res = asyncio.run(_measure(n, events, tick))
@@ -158,7 +180,7 @@ def run(quick: bool = False, orders: int | None = None) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="10k orders instead of 50k")
+    ap.add_argument("--quick", action="store_true", help="10k orders instead of 20k")
     ap.add_argument("--orders", type=int, default=None)
     args = ap.parse_args(argv)
     res = run(args.quick, args.orders)

@@ -106,8 +106,13 @@ def _child_no_engine(path: Path) -> dict[str, Any]:
         if n & 0xFFFFF == 0:  # every ~1M events
             rss_marks.append(_rss_kb())
     dt = time.perf_counter() - t0
-    return {"events": n, "seconds": dt, "mode": "reader+book+signals (no engine)",
-            "entries": eng.detector.entries, "rss_marks_kb": rss_marks}
+    return {
+        "events": n,
+        "seconds": dt,
+        "mode": "reader+book+signals (no engine)",
+        "entries": eng.detector.entries,
+        "rss_marks_kb": rss_marks,
+    }
 
 
 def _child_engine(path: Path) -> dict[str, Any]:
@@ -123,8 +128,13 @@ def _child_engine(path: Path) -> dict[str, Any]:
         wall = time.perf_counter() - t0
     events = int(summary.events)
     seconds = float(getattr(summary, "seconds", wall) or wall)
-    return {"events": events, "seconds": seconds, "wall_seconds": wall, "mode": "engine (bot replay)",
-            "rss_marks_kb": []}
+    return {
+        "events": events,
+        "seconds": seconds,
+        "wall_seconds": wall,
+        "mode": "engine (bot replay)",
+        "rss_marks_kb": [],
+    }
 
 
 def child(path: Path, mode: str) -> dict[str, Any]:
@@ -137,7 +147,10 @@ def replay_in_child(path: Path, mode: str, timeout: float = 1800.0) -> dict[str,
     """One replay in a fresh interpreter; its result dict (events, seconds, peak_rss_kb, ...)."""
     out = subprocess.run(
         [sys.executable, "-m", "bench.replay", "--child", str(path), "--mode", mode],
-        capture_output=True, text=True, timeout=timeout, check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
         cwd=Path(__file__).resolve().parent.parent,
     )
     if out.returncode != 0:
@@ -159,14 +172,18 @@ def run(quick: bool = False, events: int | None = None, big: int | None = None) 
     }
     if big:
         large = replay_in_child(recording(big), mode, timeout=7200)
-        grow = (large["peak_rss_kb"] - small["peak_rss_kb"]) * 1024 / max(1, large["events"] - small["events"])
-        res.update({
-            "replay_big_events": large["events"],
-            "replay_big_events_per_s": round(large["events"] / large["seconds"]),
-            "replay_big_peak_rss_mb": round(large["peak_rss_kb"] / 1024, 1),
-            "replay_rss_growth_bytes_per_event": round(grow, 4),
-            "replay_big_rss_marks_mb": [round(k / 1024, 1) for k in large.get("rss_marks_kb", [])],
-        })
+        grow = (
+            (large["peak_rss_kb"] - small["peak_rss_kb"]) * 1024 / max(1, large["events"] - small["events"])
+        )
+        res.update(
+            {
+                "replay_big_events": large["events"],
+                "replay_big_events_per_s": round(large["events"] / large["seconds"]),
+                "replay_big_peak_rss_mb": round(large["peak_rss_kb"] / 1024, 1),
+                "replay_rss_growth_bytes_per_event": round(grow, 4),
+                "replay_big_rss_marks_mb": [round(k / 1024, 1) for k in large.get("rss_marks_kb", [])],
+            }
+        )
     return res
 
 
@@ -174,7 +191,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="200k events (< 20 s once the file exists)")
     ap.add_argument("--events", type=int, default=None, help="events in the measured replay")
-    ap.add_argument("--big", type=int, default=None, help="also replay this many events (memory check), e.g. 10000000")
+    ap.add_argument(
+        "--big", type=int, default=None, help="also replay this many events (memory check), e.g. 10000000"
+    )
     ap.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="no-engine", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

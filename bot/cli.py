@@ -153,7 +153,36 @@ def monitor(
     speed: float = typer.Option(10.0, "--speed", help="Replay speed multiplier."),
 ) -> None:
     """Live terminal view of what a running bot sees and does."""
-    _not_implemented(ISSUE_MONITOR)
+    import asyncio
+
+    from bot.config import parse_duration
+    from bot.monitor import run_monitor, run_replay_monitor
+
+    try:
+        refresh_s = parse_duration(refresh)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--refresh") from None
+    if speed <= 0:
+        raise typer.BadParameter(f"must be > 0 (got {speed:g})", param_hint="--speed")
+    if replay_file is None and not url.startswith(("http://", "https://")):
+        raise typer.BadParameter(f"must be an http:// URL like http://127.0.0.1:9464 (got {url!r})",
+                                 param_hint="--url")
+    if replay_file is not None and not replay_file.is_file():
+        typer.echo(f"--replay: no such recording file: {replay_file}", err=True)
+        raise typer.Exit(2)
+    try:
+        if replay_file is not None:
+            code = asyncio.run(run_replay_monitor(replay_file, load_settings_or_exit(None), speed))
+        else:
+            code = asyncio.run(run_monitor(url, refresh_s))
+    except KeyboardInterrupt:
+        code = 0
+    except Exception as exc:  # the view is gone by now; one line, never a traceback
+        typer.echo(f"monitor: {type(exc).__name__}: {exc}" if not isinstance(exc, RuntimeError)
+                   else f"monitor: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if code:
+        raise typer.Exit(code)
 
 
 # --------------------------------------------------------------------------- market data

@@ -157,6 +157,8 @@ class StrategySettings(_Section):
     max_hold: Duration = 120.0
     order_ttl: Duration = 5.0  # a resting order older than this is cancelled and re-worked
     min_edge_bps: NonNegFloat = 0.0  # margin over half-spread + fee required to enter
+    cost_gate: bool = True  # enter only when the expected move pays half-spread + fee + min_edge_bps
+    edge_bps_per_z: NonNegFloat = 0.0  # configured expected move per unit of z; 0 = the calibrated prior
 
 
 class RiskSettings(_Section):

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bot import __version__
+from bot.analytics.markouts import MarkoutTracker
 from bot.clock import Clock, LiveClock, SimulatedClock
 from bot.config import Settings, load_config
 from bot.execution.broker import Broker, ExchangeHalted
@@ -48,6 +49,7 @@ from bot.risk.inventory import Inventory
 from bot.risk.killswitch import KillSwitch
 from bot.risk.limits import MarketState, RiskLimits
 from bot.risk.market_rules import MarketRules
+from bot.signals.book_imbalance import microprice
 from bot.signals.engine import SignalEngine
 from bot.store import queries
 from bot.store.db import make_engine, upgrade
@@ -59,6 +61,7 @@ log = get_logger("engine")
 ZERO = Decimal(0)
 DECIDE_EVERY_MS = 250  # strategy re-evaluation cadence when nothing else changed
 GUARD_EVERY_MS = 1000  # kill-switch evaluation cadence (also after every fill)
+EDGE_HORIZON_MS = 10_000  # the move after an entry signal that calibrates the cost gate
 
 
 def _d(x: float) -> Decimal:
@@ -96,6 +99,8 @@ class RunSummary:
             f"orders {self.orders}, fills {self.fills}, signals {self.signals}, risk events {self.risk_events}",
             f"position {self.position}, realised PnL {self.realized_pnl}, fees {self.fees}",
         ]
+        if self.extra.get("skipped_for_cost"):
+            out.append(f"entries skipped for cost: {self.extra['skipped_for_cost']}")
         if self.halted:
             out.append(f"HALTED: {self.halt_reason}")
         return out
@@ -163,11 +168,14 @@ class TradingCore:
             fills=fills,
         )
         self.actions = _KillActions(self)
+        self.markouts = MarkoutTracker()
+        # (due ts, direction, mid at signal, strength): the move after each entry feeds the cost gate
+        self._edge_due: deque[tuple[int, int, float, float]] = deque()
         self.state = "starting"
         self.feed_up = True
         self.store_healthy = True
         self.events = 0
-        self.counts = {"orders": 0, "fills": 0, "signals": 0, "risk_events": 0}
+        self.counts = {"orders": 0, "fills": 0, "signals": 0, "risk_events": 0, "skipped_for_cost": 0}
         self.decisions: deque[Decision] = deque(maxlen=50)
         self._dirty = False
         self._next_decide = 0
@@ -183,6 +191,8 @@ class TradingCore:
 
     async def _on_fill(self, fill: Fill) -> None:
         self.inventory.apply_fill(fill)
+        order = self.om.get(fill.client_id)
+        self.markouts.add_fill(fill, order.signal_strength if order is not None else None)
         self.counts["fills"] += 1
         self._dirty = True
         self._decision(fill.ts, "fill", f"{fill.side.value} {fill.amount} @ {fill.price} ({fill.liquidity.value})")
@@ -246,6 +256,8 @@ class TradingCore:
             await self.om.drain()
         sig = self.signals.detector.update(ts)
         mid = self.book.mid()
+        if mid is not None and (self.markouts.pending or self._edge_due):
+            self._follow_up(ts, mid)
         self.strategy.on_tick(ts, mid)
         if sig is not None and sig.kind in ("entry", "exit"):
             self._on_detector(sig, mid)
@@ -253,6 +265,27 @@ class TradingCore:
             await self._guard()
         if self._dirty or ts >= self._next_decide:
             await self.decide(ts)
+
+    def _micro(self) -> float | None:
+        bb, ba = self.book.best_bid(), self.book.best_ask()
+        if bb is None or ba is None:
+            return None
+        return microprice(bb[0], bb[1], ba[0], ba[1])
+
+    def _follow_up(self, ts: int, mid: float) -> None:
+        """Markouts of past fills and the realised move after past entries (cost-gate calibration)."""
+        if self.markouts.pending:
+            for m in self.markouts.on_mid(ts, mid, self._micro()):
+                self.writer.put(m)
+        gate = self.strategy.gate
+        while self._edge_due and self._edge_due[0][0] <= ts:
+            _, direction, mid0, strength = self._edge_due.popleft()
+            if gate is not None and mid0 > 0:
+                gate.observe(abs(strength), direction * (mid - mid0) / mid0 * 1e4)
+
+    def flush_markouts(self) -> None:
+        for m in self.markouts.flush_pending():
+            self.writer.put(m)
 
     def _on_detector(self, sig: ImbalanceSignal, mid: float | None) -> None:
         self.counts["signals"] += 1
@@ -262,7 +295,16 @@ class TradingCore:
                  components={k: round(v, 3) for k, v in sig.components.items()})
         if mid is None:
             return
-        self.strategy.on_signal(sig, self.position, mid)
+        spread = self.book.spread() or 0.0
+        if sig.kind == "entry":
+            self._edge_due.append((sig.ts + EDGE_HORIZON_MS, int(sig.direction), mid, sig.strength))
+        if not self.strategy.on_signal(sig, self.position, mid, spread / 2 / mid * 1e4):
+            self.counts["skipped_for_cost"] += 1
+            self.writer.put(ImbalanceSignal(sig.ts, sig.direction, sig.strength, dict(sig.components),
+                                            kind="skipped_for_cost"))
+            self._decision(sig.ts, "signal", f"skipped for cost: {self.strategy.last_skip}")
+            log.info("skipped_for_cost", strength=round(sig.strength, 3), reason=self.strategy.last_skip)
+            return
         if self.position_floor is not None and self.strategy.target < self.position_floor:
             self.strategy.target = self.rules.amount_to_precision(self.position_floor) if self.position_floor else ZERO
         self._dirty = True
@@ -412,6 +454,7 @@ class TradingCore:
             fees=self.inventory.fees,
             halted=self.killswitch.halted,
             halt_reason=self.killswitch.halt_reason,
+            extra={"skipped_for_cost": self.counts["skipped_for_cost"], "markouts": self.markouts.emitted},
         )
 
 
@@ -538,6 +581,7 @@ async def run_replay(
         # End of the recording: cancel what is still working, so the tables are final.
         await core.om.cancel_all()
         await core.om.drain()
+        core.flush_markouts()
     finally:
         if bar is not None:
             bar.stop()

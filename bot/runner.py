@@ -125,7 +125,10 @@ def demo_settings(base_url: str, db_url: str) -> Settings:
             "store": {"url": db_url},
             "signals": {"levels": 5, "window": "5s", "halflife": "30s", "sample_interval": "1s"},
             "strategy": {"entry_z": 1.5, "exit_z": 0.3, "persistence": 2, "aggressive_z": 2.0,
-                         "max_hold": "20s", "order_ttl": "3s"},
+                         "max_hold": "20s", "order_ttl": "3s",
+                         # The demo shows the whole order path in 30 s; the cost gate (on by default)
+                         # would rightly refuse most entries against real fees. See docs/signals.md.
+                         "cost_gate": False},
             "risk": {"max_position": 0.05, "max_order_notional": 3000, "max_daily_loss": 200,
                      "max_drawdown": 300, "stale_after": "5s"},
             "paper": {"taker_fee_bps": 10, "maker_fee_bps": 2, "latency_ms": 20,

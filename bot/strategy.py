@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from bot.analytics.cost import CostGate
 from bot.config import Settings
 from bot.model import Direction, ImbalanceSignal, Order, OrderRequest, OrderType, Side
 from bot.risk.market_rules import MarketRules
@@ -85,19 +86,40 @@ class ImbalanceStrategy:
         self.target_since_ms = 0
         self.last_signal: ImbalanceSignal | None = None
         self.volatility = VolatilityEstimator()
+        st = settings.strategy
+        # Fees: the [paper] fee model (paper/replay); for testnet/live set it to the account's fees.
+        self.gate: CostGate | None = (
+            CostGate(
+                taker_fee_bps=settings.paper.taker_fee_bps,
+                maker_fee_bps=settings.paper.maker_fee_bps,
+                min_edge_bps=st.min_edge_bps,
+                mapping=(lambda z: st.edge_bps_per_z * abs(z)) if st.edge_bps_per_z > 0 else None,
+            )
+            if st.cost_gate
+            else None
+        )
+        self.last_skip: str | None = None
 
     # ------------------------------------------------------------------ inputs
 
-    def on_signal(self, sig: ImbalanceSignal, position: Decimal, mid: float) -> None:
-        """Update the target from a detector signal."""
+    def on_signal(self, sig: ImbalanceSignal, position: Decimal, mid: float, half_spread_bps: float = 0.0) -> bool:
+        """Update the target from a detector signal; False when the cost gate skipped an entry."""
         self.last_signal = sig
+        self.last_skip = None
         if sig.kind == "exit" or sig.direction == Direction.FLAT:
             self.target = ZERO
         else:
+            if self.gate is not None:
+                aggressive = abs(sig.strength) >= self.settings.strategy.aggressive_z
+                ok, why = self.gate.allow(abs(sig.strength), half_spread_bps, aggressive)
+                if not ok:
+                    self.last_skip = why
+                    return False
             self.target = self.sizer.target_position(
                 sig, position=position, volatility_bps=self.volatility.bps, mid=mid
             )
         self.target_since_ms = sig.ts
+        return True
 
     def on_tick(self, ts_ms: int, mid: float | None) -> None:
         if mid is not None:

@@ -1,4 +1,4 @@
-"""``bot report``: the trade review as rich tables (runs, trades, daily PnL, risk events).
+"""``bot report``: the trade review as rich tables (runs, trades, daily PnL, risk events, markouts).
 
 Why it reads the views: the report shows exactly what a reviewer gets from ``v_trades``,
 ``v_daily_pnl`` and ``v_risk_summary`` in psql/sqlite3, so the two never disagree.
@@ -36,6 +36,10 @@ class ReportData:
     trade_count: int = 0
     daily: list[dict[str, Any]] = field(default_factory=list)
     risk: list[dict[str, Any]] = field(default_factory=list)
+    # v_markouts averages (complete markouts only), by horizon and liquidity / strength bucket
+    markouts_by_liquidity: list[dict[str, Any]] = field(default_factory=list)
+    markouts_by_strength: list[dict[str, Any]] = field(default_factory=list)
+    markouts_incomplete: int = 0
 
 
 def _day_text(v: Any) -> str:
@@ -72,7 +76,8 @@ async def collect(url: str, run_id: int | None = None, since: str | None = None)
     sqlite_path = make_url(normalize_url(url)).database if is_sqlite(url) else None
     if sqlite_path and sqlite_path != ":memory:" and not os.path.exists(sqlite_path):  # noqa: ASYNC240 - one stat
         raise ReportError(f"no database file at {sqlite_path}")
-    if await current_revision(url) is None:
+    revision = await current_revision(url)
+    if revision is None:
         raise ReportError("the database has no schema yet; run `bot db upgrade --db URL` first")
     engine = make_engine(url)
     data = ReportData()
@@ -123,9 +128,42 @@ async def collect(url: str, run_id: int | None = None, since: str | None = None)
                                      **params)
             data.risk = await _rows(conn, f"SELECT * FROM v_risk_summary WHERE {pw} "
                                           "ORDER BY day, account, symbol, action, kind", **params)
+            if revision != "0001":  # v_markouts arrived in revision 0002
+                await _collect_markouts(conn, data, w.replace("ts >=", "fill_ts >="), params)
     finally:
         await engine.dispose()
     return data
+
+
+MARKOUT_AGG = (
+    "COUNT(*) AS n, AVG(bps) AS avg_bps, AVG(COALESCE(fee_bps, 0)) AS avg_fee_bps, AVG(net_bps) AS avg_net_bps, "
+    "SUM(pnl) AS pnl, SUM(net_pnl) AS net_pnl"
+)
+
+
+async def _collect_markouts(conn: AsyncConnection, data: ReportData, where: str, params: dict[str, Any]) -> None:
+    """Average markouts by horizon x liquidity and horizon x signal-strength bucket, complete ones only."""
+    data.markouts_by_liquidity = await _rows(
+        conn, f"SELECT horizon_ms, liquidity, {MARKOUT_AGG} FROM v_markouts WHERE {where} AND complete "
+              "GROUP BY horizon_ms, liquidity ORDER BY horizon_ms, liquidity", **params)
+    data.markouts_by_strength = await _rows(
+        conn, f"SELECT horizon_ms, strength_bucket, {MARKOUT_AGG} FROM v_markouts WHERE {where} AND complete "
+              "GROUP BY horizon_ms, strength_bucket ORDER BY horizon_ms, strength_bucket", **params)
+    data.markouts_incomplete = int((await conn.execute(
+        text(f"SELECT COUNT(*) FROM v_markouts WHERE {where} AND NOT complete"), params)).scalar_one())
+
+
+def _markout_table(title: str, key: str, label: str, rows: list[dict[str, Any]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ("horizon", label, "fills", "avg bps", "avg fee bps", "avg net bps", "pnl (quote)", "net (quote)"):
+        table.add_column(col, justify="left" if col == label else "right")
+    for r in rows:
+        net = float(r["avg_net_bps"] or 0.0)
+        style = "green" if net > 0 else "red" if net < 0 else None
+        table.add_row(f"{int(r['horizon_ms']) / 1000:g}s", str(r[key]), str(r["n"]), f"{float(r['avg_bps']):.3f}",
+                      f"{float(r['avg_fee_bps']):.3f}", f"{net:.3f}", f"{float(r['pnl']):.4f}",
+                      f"{float(r['net_pnl']):.4f}", style=style)
+    return table
 
 
 def render(data: ReportData, console: Console) -> None:
@@ -180,6 +218,15 @@ def render(data: ReportData, console: Console) -> None:
         risk.add_row(_day_text(r["day"]), r["account"], r["symbol"], r["action"], r["kind"], str(r["events"]),
                      str(r["orders"]), _ts_text(r["last_at"]), style=style)
     console.print(risk)
+
+    if data.markouts_by_liquidity:
+        console.print(_markout_table("Markouts by horizon and liquidity (mid after the fill, signed; net = minus fees)",
+                                     "liquidity", "liquidity", data.markouts_by_liquidity))
+        console.print(_markout_table("Markouts by horizon and signal strength |z|", "strength_bucket", "strength",
+                                     data.markouts_by_strength))
+        if data.markouts_incomplete:
+            console.print(f"[dim]{data.markouts_incomplete} markouts left out: the run ended before their "
+                          "horizon[/dim]")
     if not data.trades and not data.risk:
         console.print("[dim]no trades or risk events recorded yet[/dim]")
 

@@ -44,6 +44,7 @@ from bot.model import (
     Balance,
     Fill,
     ImbalanceSignal,
+    Markout,
     Order,
     OrderEvent,
     OrderStatus,
@@ -57,8 +58,8 @@ from bot.store.types import ms_to_dt, quantize
 
 log = get_logger("bot.store.writer")
 
-Record = Order | OrderEvent | Fill | Position | Balance | ImbalanceSignal | RiskEvent
-RECORD_TYPES: tuple[type, ...] = (Order, OrderEvent, Fill, Position, Balance, ImbalanceSignal, RiskEvent)
+Record = Order | OrderEvent | Fill | Position | Balance | ImbalanceSignal | RiskEvent | Markout
+RECORD_TYPES: tuple[type, ...] = (Order, OrderEvent, Fill, Position, Balance, ImbalanceSignal, RiskEvent, Markout)
 HealthCallback = Callable[[bool, str], None]
 
 _IN_CHUNK = 500  # trade ids per "already stored?" query (below every engine's parameter limit)
@@ -362,7 +363,11 @@ class StoreWriter:
             if fills:
                 inventories = await self._insert_fills(conn, fills)
             for table, rows in other.items():
-                await conn.execute(table.insert(), rows)
+                if table is t.markouts:  # idempotent: one row per (fill, horizon)
+                    await conn.execute(self._insert(t.markouts).on_conflict_do_nothing(
+                        index_elements=["exchange", "symbol", "trade_id", "horizon_ms"]), rows)
+                else:
+                    await conn.execute(table.insert(), rows)
         self._inventories.update(inventories)  # only once the transaction committed
 
     async def _upsert_orders(self, conn: AsyncConnection, orders: Iterable[Order],
@@ -513,6 +518,15 @@ class StoreWriter:
             }
         if isinstance(r, RiskEvent):
             return t.risk_events, risk_event_row(self.run_id, self.account, self.symbol, r)
+        if isinstance(r, Markout):
+            return t.markouts, {
+                "run_id": self.run_id, "account": self.account, "exchange": self.exchange, "symbol": r.symbol,
+                "trade_id": r.trade_id, "client_id": r.client_id, "side": r.side.value,
+                "liquidity": r.liquidity.value, "price": r.price, "amount": r.amount,
+                "fill_ts": ms_to_dt(r.fill_ts), "horizon_ms": r.horizon_ms, "ts": ms_to_dt(r.ts), "mid": r.mid,
+                "microprice": r.microprice, "pnl": r.pnl, "bps": r.bps, "micro_bps": r.micro_bps,
+                "signal_strength": r.signal_strength, "complete": r.complete,
+            }
         raise TypeError(f"the store cannot write a {type(r).__name__}")
 
 

@@ -46,7 +46,7 @@ def _tables(db: Path) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]
 
 REPLAY_SETTINGS = {
     "signals": {"window": "5s", "halflife": "30s"},
-    "strategy": {"entry_z": 1.5, "exit_z": 0.3, "persistence": 2, "max_hold": "20s"},
+    "strategy": {"entry_z": 1.5, "exit_z": 0.3, "persistence": 2, "max_hold": "20s", "cost_gate": False},
     "risk": {"max_order_notional": 3000},
     "paper": {"balances": {"USDT": 10000, "BTC": 0.05}},
 }
@@ -211,3 +211,29 @@ def test_demo_runs_offline_and_leaves_a_queryable_db(tmp_path: Path) -> None:
     assert runs == [("paper", "demo")]
     assert n_sig > 0
     assert trades >= 1, r.stdout[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("fee_bps", "trades"), [(50.0, False), (0.0, True)])
+def test_cost_gate_blocks_entries_when_fees_exceed_the_edge(tmp_path: Path, fee_bps: float, trades: bool) -> None:
+    rec = tmp_path / "synthetic.jsonl.gz"
+    write_synthetic_recording(rec, seconds=240, seed=11, pressure=True)
+    cfg = {**REPLAY_SETTINGS,
+           "strategy": {**REPLAY_SETTINGS["strategy"], "cost_gate": True},
+           "paper": {**REPLAY_SETTINGS["paper"], "taker_fee_bps": fee_bps, "maker_fee_bps": fee_bps}}
+    settings = settings_from_dict(cfg, env={})
+    db = tmp_path / "gate.db"
+    summary = asyncio.run(run_replay(rec, settings, f"sqlite+aiosqlite:///{db}", warmup_s=20))
+    con = sqlite3.connect(db)
+    try:
+        entries = con.execute("SELECT count(*) FROM orders WHERE reason LIKE 'entry%'").fetchone()[0]
+        skipped = con.execute("SELECT count(*) FROM signals WHERE kind = 'skipped_for_cost'").fetchone()[0]
+    finally:
+        con.close()
+    assert summary.signals > 0
+    if trades:
+        assert entries > 0 and summary.fills > 0
+        assert skipped == summary.extra["skipped_for_cost"]
+    else:
+        assert entries == 0 and summary.fills == 0
+        assert skipped == summary.extra["skipped_for_cost"] > 0

@@ -9,11 +9,14 @@ from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
-from bot.store.db import current_revision, make_engine, upgrade
+from bot.store.db import alembic_config, current_revision, make_engine, upgrade
 from bot.store.tables import metadata
 from bot.store.views import VIEW_NAMES
+
+HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 TABLES = {"runs", "orders", "order_events", "fills", "positions", "signals", "risk_events", "balances"}
 
@@ -22,7 +25,7 @@ async def test_upgrade_creates_tables_and_views_and_is_repeatable(db_url: str) -
     assert await current_revision(db_url) is None
     await upgrade(db_url)
     await upgrade(db_url)  # a second upgrade is a no-op
-    assert await current_revision(db_url) == "0001"
+    assert await current_revision(db_url) == HEAD
     engine = make_engine(db_url)
     try:
         async with engine.connect() as conn:
@@ -85,8 +88,8 @@ def test_bot_db_upgrade_command(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "bot", "db", "upgrade", "--db", f"sqlite:///{db}"],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
-    assert "0001" in res.stdout
+    assert HEAD in res.stdout
     with sqlite3.connect(db) as c:
-        assert c.execute("SELECT version_num FROM alembic_version").fetchone() == ("0001",)
+        assert c.execute("SELECT version_num FROM alembic_version").fetchone() == (HEAD,)
         names = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
     assert TABLES | set(VIEW_NAMES) <= names

@@ -82,7 +82,7 @@ def test_cli_json_has_exactly_the_design_fields(recording: Path) -> None:
     r = CliRunner().invoke(app, ["analyze", str(recording), "--interval", "1s", "--levels", "2", "--json"])
     assert r.exit_code == 0, r.output
     obj = json.loads(r.stdout)
-    assert set(obj) == DESIGN_FIELDS
+    assert set(obj) == DESIGN_FIELDS | {"edge"}
     assert obj["rows"] == 4 and obj["interval_s"] == 1.0 and obj["hit_rate_next"] == 0.0
     assert obj["r2_mlofi"] == pytest.approx(1.0)
 
@@ -92,7 +92,7 @@ def test_cli_json_with_several_intervals_is_a_list(recording: Path) -> None:
     assert r.exit_code == 0, r.output
     objs = json.loads(r.stdout)
     assert [o["interval_s"] for o in objs] == [1.0, 2.0]
-    assert all(set(o) == DESIGN_FIELDS for o in objs)
+    assert all(set(o) == DESIGN_FIELDS | {"edge"} for o in objs)
 
 
 def test_cli_table(recording: Path) -> None:

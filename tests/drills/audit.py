@@ -1,0 +1,289 @@
+"""Fault drills: the emulator and the bot as real subprocesses, and the audit every drill ends with.
+
+Why subprocesses and not the engine in-process: the failure rules are promises about the
+*process* (SIGKILL, SIGTERM, exit codes, what reaches stdout), so the drills exercise exactly
+what systemd would run: ``bot emulator serve`` and ``bot run --config X``.
+
+The audit compares the exchange's truth (the emulator's admin API) with the bot's store:
+
+* every emulator fill is in ``fills`` exactly once (emulator trade ``id`` -> ``fills.trade_id``,
+  ccxt maps Binance's ``id``/``t``/``tradeId`` to the unified trade id, a decimal string);
+* no fill in the store that the exchange does not know (a phantom);
+* no client order id was used twice on the exchange;
+* the store position (``position_after`` of the last fill, and independently the signed sum
+  of fills minus base-currency fees) equals the change of the emulator's BTC balance;
+* no order is left open on the exchange after the bot stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+SCALE = Decimal("0.00000001")  # SQLite money columns are integers in units of 1e-8 (docs/sql.md)
+START_BTC = Decimal(1)
+API_KEY = "emulator-key"
+OPEN_STATUSES = ("NEW", "PARTIALLY_FILLED")
+BOT = [sys.executable, "-m", "bot"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Emulator:
+    """``bot emulator serve`` on a free port; the admin API as plain HTTP calls."""
+
+    def __init__(self, workdir: Path, faults: str = "", api_secret: str = "emulator-secret", seed: int = 1) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.api_secret = api_secret
+        self.log_path = workdir / f"emulator-{self.port}.log"
+        cmd = [*BOT, "emulator", "serve", "--port", str(self.port), "--seed", str(seed),
+               "--api-key", API_KEY, "--api-secret", api_secret]
+        if faults:
+            cmd += ["--faults", faults]
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=workdir)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                self.balances()
+                break
+            except (OSError, urllib.error.URLError):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"emulator did not start: {self.log_path.read_text()[-2000:]}") from None
+                time.sleep(0.1)
+
+    def _get(self, path: str) -> Any:
+        with urllib.request.urlopen(f"{self.url}/_emulator/{path}", timeout=5) as r:
+            return json.loads(r.read())
+
+    def orders(self) -> list[dict[str, Any]]:
+        return list(self._get("orders?symbol=BTC/USDT"))
+
+    def fills(self) -> list[dict[str, Any]]:
+        return list(self._get("fills?symbol=BTC/USDT"))
+
+    def balances(self) -> dict[str, Any]:
+        return dict(self._get("balances"))
+
+    def btc_total(self) -> Decimal:
+        b = self.balances()["BTC"]
+        return Decimal(b["free"]) + Decimal(b["locked"])
+
+    def open_orders(self) -> list[dict[str, Any]]:
+        return [o for o in self.orders() if o["status"] in OPEN_STATUSES]
+
+    def set_faults(self, spec: str) -> dict[str, Any]:
+        """Replace the whole fault set at run time (an empty SPEC clears it)."""
+        req = urllib.request.Request(f"{self.url}/_emulator/faults", data=spec.encode(), method="POST")
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return dict(json.loads(r.read()))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+CONFIG = """\
+mode = "testnet"
+symbol = "BTC/USDT"
+[exchange]
+url = "{url}"
+{exchange_extra}
+[store]
+url = "sqlite+aiosqlite:///{db}"
+[signals]
+window = "5s"
+halflife = "30s"
+warmup = "{warmup}"
+[strategy]
+entry_z = 1.2
+exit_z = 0.3
+persistence = 2
+max_hold = "15s"
+order_ttl = "3s"
+[risk]
+max_order_notional = {max_notional}
+{risk_extra}
+"""
+
+
+def write_config(workdir: Path, emu: Emulator, *, warmup: str = "8s", max_notional: str = "3000",
+                 exchange_extra: str = "", risk_extra: str = "") -> Path:
+    path = workdir / "drill.toml"
+    path.write_text(CONFIG.format(url=emu.url, db=workdir / "drill.db", warmup=warmup, max_notional=max_notional,
+                                  exchange_extra=exchange_extra, risk_extra=risk_extra))
+    path.chmod(0o600)
+    return path
+
+
+@dataclass
+class Bot:
+    """One ``bot run`` process; every start appends to the same output file (the whole log)."""
+
+    config: Path
+    secret: str
+    out: Path
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    exit_codes: list[int] = field(default_factory=list)
+
+    def start(self) -> None:
+        env = dict(os.environ, BOT_API_KEY=API_KEY, BOT_API_SECRET=self.secret, PYTHONUNBUFFERED="1")
+        env.pop("BOT_DB_URL", None)
+        fh = self.out.open("ab")
+        self.proc = subprocess.Popen([*BOT, "run", "--config", str(self.config)], stdout=fh,
+                                     stderr=subprocess.STDOUT, env=env, cwd=self.config.parent)
+        fh.close()
+        self.starts += 1
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup at all, as after a power cut or the OOM killer."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.exit_codes.append(self.proc.wait(10))
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        """SIGTERM and wait; returns the exit code (the contract: 0 within 10 s)."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"bot did not exit within {timeout} s of SIGTERM") from None
+        self.exit_codes.append(rc)
+        return rc
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        rc = self.proc.wait(timeout)
+        self.exit_codes.append(rc)
+        return rc
+
+    def text(self) -> str:
+        return self.out.read_text(errors="replace")
+
+    def events(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for line in self.text().splitlines():
+            if line.startswith("{"):
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass
+        return out
+
+    def count(self, event: str) -> int:
+        return sum(1 for e in self.events() if e.get("event") == event)
+
+
+def wait_for(cond: Any, timeout: float, what: str, step: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(step)
+
+
+@dataclass
+class AuditResult:
+    name: str
+    fills_checked: int
+    duplicates: int
+    lost: list[str]
+    phantom: list[str]
+    duplicate_client_ids: list[str]
+    store_position: Decimal
+    summed_position: Decimal
+    exchange_change: Decimal
+    open_orders: list[str]
+
+    @property
+    def position_ok(self) -> bool:
+        return self.store_position == self.exchange_change == self.summed_position
+
+    def line(self) -> str:
+        pos = "position ok" if self.position_ok else (
+            f"position MISMATCH store {self.store_position} (summed {self.summed_position}) "
+            f"!= exchange {self.exchange_change}")
+        return (f"drill {self.name}: fills checked {self.fills_checked}, duplicates {self.duplicates}, "
+                f"lost {len(self.lost)}, {pos}")
+
+    def assert_clean(self) -> None:
+        assert not self.lost, f"{self.name}: fills on the exchange missing from the store: {self.lost}"
+        assert self.duplicates == 0, f"{self.name}: duplicated fills in the store"
+        assert not self.phantom, f"{self.name}: fills in the store the exchange does not know: {self.phantom}"
+        assert not self.duplicate_client_ids, f"{self.name}: client ids used twice: {self.duplicate_client_ids}"
+        assert not self.open_orders, f"{self.name}: orders left open on the exchange: {self.open_orders}"
+        assert self.position_ok, self.line()
+
+
+def audit(name: str, emu: Emulator, db: Path) -> AuditResult:
+    """Compare the exchange's truth with the store; prints the one audit line."""
+    ex_fills = emu.fills()
+    ex_orders = emu.orders()
+    con = sqlite3.connect(db)
+    try:
+        rows = con.execute(
+            "SELECT trade_id, side, amount, fee, fee_currency, position_after FROM fills "
+            "WHERE symbol = 'BTC/USDT' ORDER BY id"
+        ).fetchall()
+    finally:
+        con.close()
+    store_ids = Counter(str(r[0]) for r in rows)
+    ex_ids = [str(f["id"]) for f in ex_fills]
+    lost = [t for t in ex_ids if t not in store_ids]
+    phantom = sorted(set(store_ids) - set(ex_ids))
+    duplicates = sum(n - 1 for n in store_ids.values() if n > 1)
+    cids = Counter(str(o["clientOrderId"]) for o in ex_orders)
+    dup_cids = sorted(c for c, n in cids.items() if n > 1)
+    last = Decimal(rows[-1][5]) * SCALE if rows else Decimal(0)
+    summed = Decimal(0)
+    for _tid, side, amount, fee, fee_ccy, _pa in rows:
+        qty = Decimal(amount) * SCALE
+        summed += qty if side == "buy" else -qty
+        if fee_ccy == "BTC":
+            summed -= Decimal(fee) * SCALE
+    result = AuditResult(
+        name=name,
+        fills_checked=len(ex_ids),
+        duplicates=duplicates,
+        lost=lost,
+        phantom=phantom,
+        duplicate_client_ids=dup_cids,
+        store_position=last.normalize() if rows else Decimal(0),
+        summed_position=summed.normalize() if summed else Decimal(0),
+        exchange_change=(emu.btc_total() - START_BTC).normalize() if emu.btc_total() != START_BTC else Decimal(0),
+        open_orders=[f"{o['clientOrderId']} {o['status']}" for o in ex_orders if o["status"] in OPEN_STATUSES],
+    )
+    print(result.line())
+    return result
