@@ -110,8 +110,8 @@ async def _measure(n_orders: int, events: list[MarketEvent], tick: float | None)
         settings,
         clock=clock,
         broker=broker,
-        writer=NullSink(),
-        run_id=1,  # type: ignore[arg-type]
+        writer=NullSink(),  # type: ignore[arg-type]
+        run_id=1,
         rules=rules,
         tick=tick,
     )

@@ -64,7 +64,6 @@ def _book_only(events: list[MarketEvent], tick: float | None) -> float:
 
 def _with_signals(events: list[MarketEvent], tick: float | None, settings: Settings) -> tuple[float, int]:
     from bot.market.book import OrderBook
-
     from bot.signals.engine import SignalEngine
 
     book = OrderBook(tick=tick)

@@ -738,8 +738,12 @@ class LiveRunner:
         self.request_stop(self.stop_reason or "duration reached")
 
     async def _consume(self, core: TradingCore, feed: AsyncIterator[MarketEvent]) -> None:
+        n = 0
         async for ev in feed:
             await core.on_event(ev)
+            n += 1
+            if n % 64 == 0:
+                await asyncio.sleep(0)  # a burst of queued events must not starve timers and order updates
 
     async def _watchdog(self, core: TradingCore) -> None:
         """READY after the first healthy book; WATCHDOG only while loop and feed are healthy."""
@@ -789,3 +793,15 @@ class LiveRunner:
 
 
 __all__ = ["Direction", "LiveRunner", "RunSummary", "TradingCore", "run_replay"]
+
+
+async def replay_with_status(
+    recording: Path,
+    settings: Settings,
+    db_url: str,
+    on_status: Callable[[dict[str, Any]], Awaitable[None] | None],
+    speed: float,
+) -> None:
+    """A replay paced at ``speed`` x real time that reports ``status()`` every 100 ms of event time
+    (``bot monitor --replay``)."""
+    await run_replay(recording, settings, db_url, on_status=on_status, status_every_ms=100, speed=speed)

@@ -270,7 +270,7 @@ class _Ladder:
         width = max(20, options.max_width)
         price_w = max([len(_fmt_fixed(p, decimals)) for p, _ in bids + asks] + [5])
         size_w = max([len(_fmt_fixed(q, size_dec)) for _, q in bids + asks] + [4])
-        mine_w = 12
+        mine_w = min(12, max(6, width - 4 - price_w - size_w - 3 - 4))
         bar_w = max(3, width - 4 - mine_w - price_w - size_w - 3)
         ours = _orders_by_price(self.orders)
 
@@ -597,7 +597,7 @@ def render(
     w = width or 120
     measure = Console(width=w, file=io.StringIO(), color_system=None)  # only to count wrapped lines
     banner_lines = sum(len(b.wrap(measure, w)) for b in banners)
-    ladder_w = 50 if w >= 110 else max(34, w * 2 // 5)
+    ladder_w = 50 if w >= 110 else max(40, w * 2 // 5)
     h = height or 40
     decisions_h = max(5, min(14, h // 4))
 

@@ -260,6 +260,8 @@ class OrderManager:
         self.on_fill = on_fill
         self.on_order = on_order
         self.orders: dict[str, Order] = {o.client_id: o for o in orders}
+        # The open subset, kept beside ``orders`` so the hot path never scans a run's history.
+        self._open: dict[str, Order] = {k: o for k, o in self.orders.items() if o.status.is_open}
         self.position = PositionTracker(symbol)
         self._seen: set[str] = set()
         self._fills_by_order: dict[str, Decimal] = {}
@@ -279,7 +281,7 @@ class OrderManager:
 
     @property
     def open_orders(self) -> list[Order]:
-        return [o for o in self.orders.values() if o.status.is_open]
+        return list(self._open.values())
 
     def get(self, client_id: str) -> Order | None:
         return self.orders.get(client_id)
@@ -291,6 +293,10 @@ class OrderManager:
 
     def _record(self, order: Order, event: OrderEvent | None) -> None:
         self.orders[order.client_id] = order
+        if order.status.is_open:
+            self._open[order.client_id] = order
+        else:
+            self._open.pop(order.client_id, None)
         self.sink.put(order)
         if event is not None:
             self.sink.put(event)

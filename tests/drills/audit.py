@@ -49,13 +49,15 @@ def free_port() -> int:
 class Emulator:
     """``bot emulator serve`` on a free port; the admin API as plain HTTP calls."""
 
-    def __init__(self, workdir: Path, faults: str = "", api_secret: str = "emulator-secret", seed: int = 1) -> None:
+    def __init__(self, workdir: Path, faults: str = "", api_secret: str = "emulator-secret",
+                 seed: int | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.api_secret = api_secret
         self.log_path = workdir / f"emulator-{self.port}.log"
-        cmd = [*BOT, "emulator", "serve", "--port", str(self.port), "--seed", str(seed),
-               "--api-key", API_KEY, "--api-secret", api_secret]
+        cmd = [*BOT, "emulator", "serve", "--port", str(self.port), "--api-key", API_KEY, "--api-secret", api_secret]
+        if seed is not None:
+            cmd += ["--seed", str(seed)]
         if faults:
             cmd += ["--faults", faults]
         self._log = self.log_path.open("wb")
@@ -125,6 +127,7 @@ exit_z = 0.3
 persistence = 2
 max_hold = "15s"
 order_ttl = "3s"
+cost_gate = false   # the drills need trades, not edge: enter on every confirmed signal
 [risk]
 max_order_notional = {max_notional}
 {risk_extra}

@@ -30,6 +30,13 @@ def _ready(d: Drill, runs: int = 1, timeout: float = 30) -> None:
     assert d.bot.alive(), f"bot exited before ready:\n{d.bot.text()[-3000:]}"
 
 
+def _trading(d: Drill) -> None:
+    """Ready and past warm-up: the first order reached the exchange, so the fault hits a trading bot."""
+    _ready(d)
+    wait_for(lambda: len(d.emu.orders()) > 0 or not d.bot.alive(), 40, "the first order")
+    assert d.bot.alive(), d.bot.text()[-3000:]
+
+
 def _our_orders(d: Drill) -> int:
     return len(d.emu.orders())
 
@@ -56,11 +63,11 @@ def test_crash_drill_kill9_and_restart(drill: Callable[..., Drill]) -> None:
     """SIGKILL at seeded random moments while orders are live; restart each time; then SIGTERM."""
     rng = random.Random(SEED)
     d = drill(warmup="4s")
-    for i in range(KILLS):
+    for _ in range(KILLS):
         d.bot.start()
         run_id = d.bot.starts  # one runs row per process start, so the run id counts starts
         prefix = f"ofi-{run_id}-"
-        wait_for(lambda: any(o["clientOrderId"].startswith(prefix) for o in d.emu.open_orders())
+        wait_for(lambda p=prefix: any(o["clientOrderId"].startswith(p) for o in d.emu.open_orders())  # type: ignore[misc]
                  or not d.bot.alive(), 40, f"a live order of run {run_id}")
         assert d.bot.alive(), d.bot.text()[-3000:]
         time.sleep(rng.uniform(0.0, 1.5))
@@ -79,8 +86,8 @@ def test_crash_drill_kill9_and_restart(drill: Callable[..., Drill]) -> None:
 def test_drill_ws_drop_every_5s(drill: Callable[..., Drill]) -> None:
     d = drill(warmup="4s")
     d.bot.start()
-    _ready(d)
-    _run_fault(d, "ws_drop_every=5s", 16)
+    _trading(d)
+    _run_fault(d, "ws_drop_every=5s", 12)
     time.sleep(2)
     _finish(d, "ws_drop_every_5s")
     assert d.bot.count("ws_down") > 0
@@ -91,8 +98,8 @@ def test_drill_ws_drop_every_5s(drill: Callable[..., Drill]) -> None:
 def test_drill_rest_5xx_10pct(drill: Callable[..., Drill]) -> None:
     d = drill(warmup="4s")
     d.bot.start()
-    _ready(d)
-    _run_fault(d, "rest_5xx=0.1,seed=3", 16)
+    _trading(d)
+    _run_fault(d, "rest_5xx=0.1,seed=3", 15)
     time.sleep(3)
     _finish(d, "rest_5xx_10pct")
     assert _our_orders(d) > 0
@@ -101,7 +108,7 @@ def test_drill_rest_5xx_10pct(drill: Callable[..., Drill]) -> None:
 def test_drill_429_storm_with_retry_after(drill: Callable[..., Drill]) -> None:
     d = drill(warmup="4s")
     d.bot.start()
-    _ready(d)
+    _trading(d)
     _run_fault(d, "rest_429=0.5,retry_after=2s,seed=5", 12)
     time.sleep(3)
     _finish(d, "429_storm")
@@ -110,8 +117,8 @@ def test_drill_429_storm_with_retry_after(drill: Callable[..., Drill]) -> None:
 def test_drill_accept_then_timeout_on_create_and_cancel(drill: Callable[..., Drill]) -> None:
     d = drill(warmup="4s")
     d.bot.start()
-    _ready(d)
-    _run_fault(d, "accept_then_timeout=2,cancel_accept_then_timeout=2", 20)
+    _trading(d)
+    _run_fault(d, "accept_then_timeout=2,cancel_accept_then_timeout=2", 15)
     time.sleep(3)
     _finish(d, "accept_then_timeout")
     assert _our_orders(d) > 0
@@ -121,7 +128,7 @@ def test_drill_exchange_rejections(drill: Callable[..., Drill]) -> None:
     """-2010 rejections (what insufficient balance looks like) and orders below min-notional."""
     d = drill(warmup="4s")
     d.bot.start()
-    _ready(d)
+    _trading(d)
     _run_fault(d, "reject_orders=3", 15)
     time.sleep(2)
     _finish(d, "rejections")

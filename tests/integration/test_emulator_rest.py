@@ -11,10 +11,11 @@ from typing import Any
 import aiohttp
 import ccxt.pro as ccxtpro
 import pytest
-from fixtures_emulator import EMU_KEY, EMU_SECRET
 
 from bot.emulator import Emulator, make_ccxt_client
 from bot.model import BookSnapshot, Side, Trade
+
+from fixtures_emulator import EMU_KEY, EMU_SECRET
 
 PAUSED = [{"speed": 0}]
 pytest_plugins = ["fixtures_emulator"]  # until tests/conftest.py registers it

@@ -9,9 +9,10 @@ from typing import Any
 
 import ccxt.pro as ccxtpro
 import pytest
-from fixtures_emulator import EMU_KEY, EMU_SECRET
 
 from bot.emulator import Emulator, make_ccxt_client
+
+from fixtures_emulator import EMU_KEY, EMU_SECRET
 
 pytest_plugins = ["fixtures_emulator"]  # until tests/conftest.py registers it
 SYM = "BTC/USDT"

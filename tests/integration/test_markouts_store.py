@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 from decimal import Decimal
 
-from fixtures_store import T0, fill, fresh_store, rows, scalar
 from rich.console import Console
 from sqlalchemy import select
 
@@ -16,6 +15,8 @@ from bot.store import tables as t
 from bot.store.report import collect, render
 from bot.store.types import dt_to_ms
 from bot.store.writer import StoreWriter
+
+from fixtures_store import T0, fill, fresh_store, rows, scalar
 
 D = Decimal
 

@@ -20,10 +20,11 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from conftest import free_port
-from fixtures_monitor import sample_status
 
 from bot.status_server import StatusServer
+
+from conftest import free_port
+from fixtures_monitor import sample_status
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS, COLS = 40, 130

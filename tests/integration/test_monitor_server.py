@@ -10,12 +10,13 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from conftest import free_port
-from fixtures_monitor import halted_status, sample_status
 from rich.console import Console
 
 from bot.monitor import run_monitor
 from bot.status_server import StatusServer
+
+from conftest import free_port
+from fixtures_monitor import halted_status, sample_status
 
 
 async def test_routes_serve_status_metrics_and_health() -> None:

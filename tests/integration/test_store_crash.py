@@ -18,9 +18,9 @@ from bot.store.queries import load_fills
 from bot.store.writer import StoreWriter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (no package): the store helpers
-from fixtures_store import ACCOUNT, SYMBOL, T0, fill, fresh_store
-
 from bot.model import Side
+
+from fixtures_store import ACCOUNT, SYMBOL, T0, fill, fresh_store
 
 CHILD = r"""
 import asyncio, sys

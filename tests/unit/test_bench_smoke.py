@@ -8,10 +8,14 @@ feed bench really reproduces ccxt's book (its correctness check runs inside ``ru
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+# bench/ is a top-level package next to bot/, not installed: import it from the checkout
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench import __main__ as bench_main
 from bench import feed, latency, replay

@@ -6,9 +6,10 @@ import re
 from decimal import Decimal
 
 import pytest
-from fixtures_monitor import halted_status, sample_status
 
 from bot.status_server import StatusServer, dumps_status, is_loopback, prometheus_text
+
+from fixtures_monitor import halted_status, sample_status
 
 SAMPLE_LINE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*",?)*\})? \S+$')
 

@@ -6,10 +6,11 @@ import io
 import re
 from typing import Any
 
-from fixtures_monitor import halted_status, sample_status
 from rich.console import Console
 
 from bot.monitor import MonitorHistory, bar, fmt_num, fmt_signal, render, sparkline
+
+from fixtures_monitor import halted_status, sample_status
 
 W, H = 120, 44
 
