@@ -145,3 +145,55 @@ async def test_monitor_rejects_a_bad_refresh_with_a_usage_error() -> None:
     _out, err = await proc.communicate()
     assert proc.returncode == 2
     assert "--refresh" in err.decode() and "expected a duration" in err.decode()
+
+
+async def test_monitor_against_the_real_bot_matches_its_status_endpoint(tmp_path: Path) -> None:
+    """The real `bot run` (paper, real ccxt) against a paused emulator (a still book), watched by
+    `bot monitor` on a pseudo-terminal: the mid and position on screen equal /status."""
+    import aiohttp
+
+    from bot.emulator.server import Emulator
+
+    emu = Emulator(market="synthetic", seed=3, speed=0)
+    await emu.start(port=0)
+    metrics_port = free_port()
+    cfg = tmp_path / "bot.toml"
+    cfg.write_text(
+        f'mode = "paper"\n[exchange]\nurl = "{emu.base_url}"\n'
+        f'[store]\nurl = "sqlite+aiosqlite:///{tmp_path / "bot.db"}"\n[metrics]\nport = {metrics_port}\n'
+    )
+    cfg.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOT_")}
+    bot = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "run", "--config", str(cfg), env=env, cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{metrics_port}"
+    try:
+        status: dict[str, object] | None = None
+        async with aiohttp.ClientSession() as http:
+            for _ in range(150):
+                try:
+                    async with http.get(f"{url}/status") as r:
+                        status = await r.json()
+                    if status and status.get("book", {}).get("mid"):  # type: ignore[union-attr]
+                        break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.2)
+        assert status is not None, "the bot's status endpoint never answered"
+        mid = f'{status["book"]["mid"]:.8f}'.rstrip("0").rstrip(".")  # type: ignore[index]
+        amount = status["position"]["amount"]  # type: ignore[index]
+        async for mon in _monitor(url):
+            await mon.expect(lambda t: f"── mid {mid}" in t and re.search(rf"position\s+{re.escape(amount)} ", t)
+                             is not None, f"mid {mid} and position {amount} from /status")
+            mon.send(b"q")
+            assert await mon.wait() == 0
+            assert "Traceback" not in mon.text
+    finally:
+        bot.terminate()
+        try:
+            assert await asyncio.wait_for(bot.wait(), 15) == 0
+        finally:
+            if bot.returncode is None:
+                bot.kill()
+            await emu.stop()
