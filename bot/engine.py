@@ -61,6 +61,7 @@ log = get_logger("engine")
 ZERO = Decimal(0)
 DECIDE_EVERY_MS = 250  # strategy re-evaluation cadence when nothing else changed
 GUARD_EVERY_MS = 1000  # kill-switch evaluation cadence (also after every fill)
+FEED_DOWN_HALT_MS = 30_000  # a feed down this long is a kill-switch halt; shorter: no new orders only
 EDGE_HORIZON_MS = 10_000  # the move after an entry signal that calibrates the cost gate
 
 
@@ -173,6 +174,7 @@ class TradingCore:
         self._edge_due: deque[tuple[int, int, float, float]] = deque()
         self.state = "starting"
         self.feed_up = True
+        self.feed_down_since: int | None = None
         self.store_healthy = True
         self.events = 0
         self.counts = {"orders": 0, "fills": 0, "signals": 0, "risk_events": 0, "skipped_for_cost": 0}
@@ -315,11 +317,14 @@ class TradingCore:
         mid = self.book.mid()
         if mid is None or self.killswitch.halted:
             return
+        # A reconnect is routine: while the feed is down the pre-trade check refuses new orders
+        # (MarketState.feed_up); only a feed down for FEED_DOWN_HALT_MS trips the kill switch.
+        feed_dead = self.feed_down_since is not None and now - self.feed_down_since >= FEED_DOWN_HALT_MS
         ev = self.killswitch.evaluate(
             inventory=self.inventory,
             mark=_d(mid),
             store_healthy=self.store_healthy,
-            feed_up=self.feed_up,
+            feed_up=not feed_dead,
             rejections=self.limits.rejections,
         )
         if ev is not None:
@@ -690,6 +695,10 @@ class LiveRunner:
 
         def on_health(up: bool, reason: str) -> None:
             core.feed_up = up
+            if up:
+                core.feed_down_since = None
+            elif core.feed_down_since is None:
+                core.feed_down_since = clock.now_ms()
             (log.info if up else log.warning)("feed_health", up=up, reason=reason)
 
         feed = feed_cls(exchange, s.symbol, max(s.signals.levels, 20), clock, on_health)
@@ -759,6 +768,8 @@ class LiveRunner:
             t0 = loop.time()
             await asyncio.sleep(interval)
             core.loop_lag_ms = max(0.0, (loop.time() - t0 - interval) * 1000)
+            if core.feed_down_since is not None:
+                await core._guard()  # no events arrive while the feed is down: check the guards here
             healthy_book = core.book.has_snapshot and core.book.check_stale(core.clock.now_ms(), stale_ms)
             if not ready and healthy_book and core.state in ("trading", "halted"):
                 ready = True

@@ -179,7 +179,8 @@ def parse_event(d: Any) -> MarketEvent | RecordingHeader:
             _int(d, "recv", False),
         )
     if t == "trade":
-        side = _SIDES.get(d.get("side"))  # type: ignore[arg-type]
+        raw_side = d.get("side")
+        side = _SIDES.get(raw_side) if isinstance(raw_side, str) else None
         if side is None:
             raise _Bad(f"'side' must be 'buy' or 'sell', got {d.get('side')!r}")
         tid = d.get("id")

@@ -80,17 +80,15 @@ event_like = st.fixed_dictionaries(
 )
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "bug: bot/market/recorder.py parse_event, trade branch: `_SIDES.get(d.get('side'))` raises "
-    "TypeError (unhashable type: 'list') for a JSON list/object as side, instead of a RecordingError"))
+# Regression: a JSON list/object as side used to raise TypeError (unhashable) instead of RecordingError.
 @pytest.mark.parametrize("side", [[], {"a": 1}])
 def test_recording_trade_with_unhashable_side_is_a_recording_error(tmp_path: Path, side: Any) -> None:
     path = tmp_path / "side.jsonl"
     path.write_bytes(orjson.dumps({"type": "trade", "ts": 1, "price": 1.0, "amount": 1.0, "side": side}) + b"\n")
-    try:
+    with pytest.raises(RecordingError) as ei:
         list(RecordingReader(path, on_error="stop"))
-    except RecordingError as exc:
-        assert exc.line_no == 1
+    assert ei.value.line_no == 1
+    assert "'side' must be 'buy' or 'sell'" in str(ei.value)
 
 
 def _line(obj: Any, raw: bytes | None) -> bytes:
