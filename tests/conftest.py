@@ -81,10 +81,9 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("pg_url"))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from helpers import free_port  # noqa: E402  (re-exported for older imports)
+
+__all__ = ["free_port"]
 
 
 @pytest.fixture(autouse=True)

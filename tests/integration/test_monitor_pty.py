@@ -23,8 +23,8 @@ import pytest
 
 from bot.status_server import StatusServer
 
-from conftest import free_port
 from fixtures_monitor import sample_status
+from helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS, COLS = 40, 130

@@ -15,8 +15,8 @@ from rich.console import Console
 from bot.monitor import run_monitor
 from bot.status_server import StatusServer
 
-from conftest import free_port
 from fixtures_monitor import halted_status, sample_status
+from helpers import free_port
 
 
 async def test_routes_serve_status_metrics_and_health() -> None:
