@@ -719,7 +719,7 @@ class LiveRunner:
                 tasks = [
                     tg.create_task(feed.run(), name="feed"),
                     tg.create_task(self._consume(core, feed), name="consume"),
-                    tg.create_task(self._watchdog(core), name="watchdog"),
+                    tg.create_task(self._watchdog(core, feed), name="watchdog"),
                 ]
                 if core.paper is None:
                     tasks.append(tg.create_task(core.om.run_updates(), name="order-updates"))
@@ -754,7 +754,7 @@ class LiveRunner:
             if n % 64 == 0:
                 await asyncio.sleep(0)  # a burst of queued events must not starve timers and order updates
 
-    async def _watchdog(self, core: TradingCore) -> None:
+    async def _watchdog(self, core: TradingCore, feed: Any = None) -> None:
         """READY after the first healthy book; WATCHDOG only while loop and feed are healthy."""
         from bot.service import watchdog_interval_s
 
@@ -770,7 +770,14 @@ class LiveRunner:
             core.loop_lag_ms = max(0.0, (loop.time() - t0 - interval) * 1000)
             if core.feed_down_since is not None:
                 await core._guard()  # no events arrive while the feed is down: check the guards here
+            was_stale = core.book.reason is not None and core.book.reason.startswith("stale")
             healthy_book = core.book.has_snapshot and core.book.check_stale(core.clock.now_ms(), stale_ms)
+            if (not healthy_book and core.book.has_snapshot and not was_stale and feed is not None
+                    and (core.book.reason or "").startswith("stale")):
+                # The book stays unhealthy until a snapshot: ask the feed for one (it comes with
+                # the next book ccxt delivers once the stream moves again).
+                log.warning("book_stale", reason=core.book.reason, action="resync requested, no new orders")
+                feed.request_resync(core.book.reason or "stale")
             if not ready and healthy_book and core.state in ("trading", "halted"):
                 ready = True
                 if self.notifier is not None:

@@ -177,3 +177,28 @@ def test_drill_sigterm_during_partial_fill(drill: Callable[..., Drill]) -> None:
         d.bot.terminate()
         pytest.skip("no partial fill on the exchange within 30 s (the synthetic market decides)")
     _finish(d, "sigterm_partial_fill")
+
+
+def test_drill_sequence_gap_resyncs_the_book(drill: Callable[..., Drill]) -> None:
+    """Withheld depth diffs: ccxt sees the gap, the feed resyncs from a snapshot, trading goes on."""
+    d = drill(warmup="4s")
+    d.bot.start()
+    _trading(d)
+    _run_fault(d, "ws_gap=3", 3)
+    wait_for(lambda: d.bot.count("feed_unhealthy") >= 1 or not d.bot.alive(), 20, "the gap reported by the feed")
+    wait_for(lambda: d.bot.count("feed_snapshot") >= 2 or not d.bot.alive(), 30, "a resync snapshot after the gap")
+    assert d.bot.alive(), d.bot.text()[-3000:]
+    _finish(d, "sequence_gap")
+
+
+def test_drill_stream_frozen_past_stale_after(drill: Callable[..., Drill]) -> None:
+    """No book update for longer than stale_after: book marked stale, resync requested, recovery."""
+    d = drill(warmup="4s")
+    d.bot.start()
+    _trading(d)
+    _run_fault(d, "ws_freeze=8s", 9)
+    wait_for(lambda: d.bot.count("book_stale") >= 1 or not d.bot.alive(), 20, "the stale book reported")
+    wait_for(lambda: d.bot.count("feed_snapshot") >= 2 or not d.bot.alive(), 30, "a resync snapshot after the freeze")
+    assert d.bot.alive(), d.bot.text()[-3000:]
+    assert not any(e.get("event") == "risk_halt" for e in d.bot.events()), "a frozen stream must not halt"
+    _finish(d, "stream_frozen")
