@@ -62,6 +62,9 @@ ZERO = Decimal(0)
 DECIDE_EVERY_MS = 250  # strategy re-evaluation cadence when nothing else changed
 GUARD_EVERY_MS = 1000  # kill-switch evaluation cadence (also after every fill)
 FEED_DOWN_HALT_MS = 30_000  # a feed down this long is a kill-switch halt; shorter: no new orders only
+# A store unavailable this long is a kill-switch halt; shorter: a pause (no new orders, records
+# held in memory by the writer, trading resumes by itself once a batch commits again).
+STORE_DOWN_HALT_MS = 120_000
 EDGE_HORIZON_MS = 10_000  # the move after an entry signal that calibrates the cost gate
 
 
@@ -176,6 +179,8 @@ class TradingCore:
         self.feed_up = True
         self.feed_down_since: int | None = None
         self.store_healthy = True
+        self.store_down_since: int | None = None
+        self._ban_cleanup: asyncio.Task[None] | None = None
         self.events = 0
         self.counts = {"orders": 0, "fills": 0, "signals": 0, "risk_events": 0, "skipped_for_cost": 0}
         self.decisions: deque[Decision] = deque(maxlen=50)
@@ -213,6 +218,76 @@ class TradingCore:
 
     def _decision(self, ts: int, kind: str, text: str) -> None:
         self.decisions.append(Decision(ts, kind, text))
+
+    def on_store_health(self, ok: bool, reason: str) -> None:
+        """The writer's health: unavailable pauses new orders, a committed batch unpauses them.
+
+        Nothing is lost while paused (the writer holds every record in memory and retries);
+        orders already working stay working and their fills are booked when the store is back.
+        A pause that outlasts STORE_DOWN_HALT_MS becomes a kill-switch halt in ``_guard``.
+        """
+        now = self.clock.now_ms()
+        self.store_healthy = ok
+        if not ok and self.store_down_since is None:
+            self.store_down_since = now
+            if not self.killswitch.halted:
+                ev = RiskEvent(ts=now, action=RiskAction.PAUSE, kind="store_unavailable",
+                               reason=f"{reason}: no new orders, records held in memory until the store is back",
+                               details={"halt_after_s": str(STORE_DOWN_HALT_MS // 1000)})
+                self._risk_event(ev)
+                log.warning("trading_paused", kind=ev.kind, reason=ev.reason)
+        elif ok and self.store_down_since is not None:
+            down_s = (now - self.store_down_since) / 1000
+            self.store_down_since = None
+            if not self.killswitch.halted:
+                ev = RiskEvent(ts=now, action=RiskAction.UNPAUSE, kind="store_unavailable",
+                               reason=f"store back after {down_s:.1f} s: new orders allowed again",
+                               details={"down_s": f"{down_s:.1f}"})
+                self._risk_event(ev)
+                log.info("trading_resumed", kind=ev.kind, reason=ev.reason)
+            self._dirty = True
+
+    async def on_exchange_ban(self, reason: str) -> None:
+        """A 418: a persisted halt at once; open orders are cancelled when the ban runs out.
+
+        Nothing can be sent while banned, so the kill switch's cancel/flatten cannot run now.
+        No flatten afterwards either: the first requests after a ban are the clean-up only
+        (cancel every open order, the poller fetches the fills made meanwhile); the position
+        stays as it is until a person looks (``bot resume``).
+        """
+        if self.killswitch.halt_kind == "exchange_ban" and self._ban_cleanup is not None:
+            return
+        now = self.clock.now_ms()
+        wait = getattr(self.broker, "wait_unbanned", None)
+        ev = RiskEvent(ts=now, action=RiskAction.HALT, kind="exchange_ban",
+                       reason=f"{reason}: nothing sent until the ban ends, then open orders are cancelled "
+                              "(no flatten); trading stays halted until `bot resume`",
+                       details={"position": str(self.position)})
+        if not self.killswitch.halted:
+            self.killswitch.halt(ev)
+        else:  # already halted for another reason: the ban is recorded too
+            self.killswitch.halt_kind = "exchange_ban"
+            log.error("risk_halt", kind=ev.kind, reason=ev.reason)
+        self._risk_event(ev)
+        self.state = "halted"
+        self.strategy.target = ZERO
+        if wait is not None:
+            self._ban_cleanup = asyncio.create_task(self._after_ban(wait), name="after-ban")
+
+    async def _after_ban(self, wait_unbanned: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await wait_unbanned()
+            try:
+                await self.om.cancel_all()
+            except ExchangeHalted:
+                continue  # banned again
+            except Exception as exc:
+                log.error("after_ban_cancel_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+                await asyncio.sleep(5)
+                continue
+            left = [o.client_id for o in self.om.open_orders]
+            (log.warning if left else log.info)("after_ban_cleanup", open_orders_left=left)
+            return
 
     def _risk_event(self, ev: RiskEvent) -> None:
         self.writer.put(ev)
@@ -315,15 +390,19 @@ class TradingCore:
         now = self.clock.now_ms()
         self._next_guard = now + GUARD_EVERY_MS
         mid = self.book.mid()
+        banned = getattr(self.broker, "banned", None)
+        if banned and self.killswitch.halt_kind != "exchange_ban":
+            await self.on_exchange_ban(banned)
         if mid is None or self.killswitch.halted:
             return
         # A reconnect is routine: while the feed is down the pre-trade check refuses new orders
         # (MarketState.feed_up); only a feed down for FEED_DOWN_HALT_MS trips the kill switch.
         feed_dead = self.feed_down_since is not None and now - self.feed_down_since >= FEED_DOWN_HALT_MS
+        store_dead = self.store_down_since is not None and now - self.store_down_since >= STORE_DOWN_HALT_MS
         ev = self.killswitch.evaluate(
             inventory=self.inventory,
             mark=_d(mid),
-            store_healthy=self.store_healthy,
+            store_healthy=not store_dead,
             feed_up=not feed_dead,
             rejections=self.limits.rejections,
         )
@@ -340,20 +419,23 @@ class TradingCore:
     async def decide(self, ts: int) -> None:
         self._dirty = False
         self._next_decide = ts + DECIDE_EVERY_MS
-        if self.state != "trading" or self.killswitch.halted:
+        if self.state != "trading" or self.killswitch.halted or not self.store_healthy:
             return
         bb = self.book.best_bid()
         ba = self.book.best_ask()
         intents = self.strategy.decide(
             ts, self.position, self.om.open_orders, bb[0] if bb else None, ba[0] if ba else None
         )
-        for intent in intents:
-            if isinstance(intent, Cancel):
-                if intent.client_id not in self.om.busy:
-                    await self.om.cancel(intent.client_id)
-                continue
-            assert isinstance(intent, Place)
-            await self._place(intent.request)
+        try:
+            for intent in intents:
+                if isinstance(intent, Cancel):
+                    if intent.client_id not in self.om.busy:
+                        await self.om.cancel(intent.client_id)
+                    continue
+                assert isinstance(intent, Place)
+                await self._place(intent.request)
+        except ExchangeHalted as exc:
+            await self.on_exchange_ban(str(exc))
 
     async def _place(self, req: OrderRequest) -> None:
         market = self.market_state()
@@ -486,9 +568,8 @@ async def open_store(settings: Settings, mode: str, started_ms: int) -> tuple[An
 
 def _writer(settings: Settings, engine: Any, run_id: int, core_ref: list[TradingCore]) -> StoreWriter:
     def on_health(ok: bool, reason: str) -> None:
-        if core_ref:
-            core_ref[0].store_healthy = ok
-        (log.info if ok else log.error)("store_health", ok=ok, reason=reason)
+        if core_ref:  # the writer logs store_health itself; the core logs the pause/resume
+            core_ref[0].on_store_health(ok, reason)
 
     return StoreWriter(
         engine,
@@ -768,8 +849,8 @@ class LiveRunner:
             t0 = loop.time()
             await asyncio.sleep(interval)
             core.loop_lag_ms = max(0.0, (loop.time() - t0 - interval) * 1000)
-            if core.feed_down_since is not None:
-                await core._guard()  # no events arrive while the feed is down: check the guards here
+            if core.feed_down_since is not None or core.store_down_since is not None:
+                await core._guard()  # a feed down sends no events: check the guards here
             was_stale = core.book.reason is not None and core.book.reason.startswith("stale")
             healthy_book = core.book.has_snapshot and core.book.check_stale(core.clock.now_ms(), stale_ms)
             if (not healthy_book and core.book.has_snapshot and not was_stale and feed is not None

@@ -286,6 +286,10 @@ class RiskAction(enum.StrEnum):
     REJECT = "reject"
     HALT = "halt"
     RESUME = "resume"
+    # A pause is not a halt: new orders stop while a transient condition lasts (the store is
+    # unavailable) and start again by themselves when it clears; a restart does not read it.
+    PAUSE = "pause"
+    UNPAUSE = "unpause"
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,13 @@ RECORDINGS = SHARED_DATA / "recordings"
 PG_URL = os.environ.get("BOT_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Everything but the fault drills shares one xdist worker (see addopts in pyproject.toml)."""
+    for item in items:
+        if "/drills/" not in str(item.path).replace(os.sep, "/"):
+            item.add_marker(pytest.mark.xdist_group("serial"))
+
+
 def _pg_reachable(url: str) -> bool:
     u = urlparse(url.replace("+asyncpg", ""))
     try:

@@ -17,6 +17,12 @@ Why it is shaped like this (the failure stories):
   back) a REST poller fetches trades since the last one seen, and the status of every
   tracked open order. Duplicates are expected; the consumer deduplicates by trade id.
 
+* **Clock drift** -- a signed request stamped outside the exchange's ``recvWindow`` fails
+  with ``-1021`` (ccxt: ``InvalidNonce``). The broker measures the exchange's clock
+  (``load_time_difference``) at start and again on every ``-1021``, so ccxt signs with the
+  exchange's time from then on; the failed request is then retried like any network error
+  (a create is looked up by client id first, so nothing is sent twice).
+
 Every REST call goes through one ``RateLimiter`` (429 -> wait ``Retry-After``; 418 -> halt
 for good). Network errors and timeouts are retried with exponential backoff.
 """
@@ -124,7 +130,9 @@ class CcxtBroker:
         self._last_trade_ts: int | None = None
         self._last_status: int | None = None
         self._last_retry_after: float | None = None
-        self.stats: dict[str, int] = {"retries": 0, "lookups": 0, "adopted": 0, "ws_errors": 0, "polls": 0}
+        self.time_offset_ms: int | None = None  # our clock minus the exchange's, as ccxt signs with it
+        self.stats: dict[str, int] = {"retries": 0, "lookups": 0, "adopted": 0, "ws_errors": 0, "polls": 0,
+                                      "time_resyncs": 0}
         self._hook_responses()
 
     # ------------------------------------------------------------------ plumbing
@@ -158,7 +166,8 @@ class CcxtBroker:
                 # ccxt's own requests (listen keys, market loads) come through here too:
                 # a ban or a rate limit seen anywhere stops every sender, not just that one.
                 if code == 418:
-                    self.limiter.halt(f"HTTP 418 from the exchange (IP ban) on {method} {url.split('?')[0]}")
+                    self.limiter.halt(f"HTTP 418 from the exchange (IP ban) on {method} {url.split('?')[0]}",
+                                      self._last_retry_after)
                 else:
                     self.limiter.retry_after(
                         self._last_retry_after if self._last_retry_after is not None else 1.0
@@ -180,7 +189,7 @@ class CcxtBroker:
             retry_after = self._last_retry_after
             self._last_status = self._last_retry_after = None
             if status == 418:
-                self.limiter.halt(f"HTTP 418 from the exchange: IP banned; {_short(exc)}")
+                self.limiter.halt(f"HTTP 418 from the exchange: IP banned; {_short(exc)}", retry_after)
                 raise ExchangeHalted(
                     f"HTTP 418 from the exchange (IP ban); retry_after={retry_after}"
                 ) from exc
@@ -188,6 +197,31 @@ class CcxtBroker:
             raise
         except ccxt_async.AuthenticationError as exc:
             raise BrokerError(f"the exchange refused our credentials: {_short(exc)}") from exc
+        except ccxt_async.InvalidNonce as exc:
+            if _is_clock_error(exc):
+                await self.sync_time(f"{endpoint}: {_short(exc)}")
+            raise
+
+    async def sync_time(self, reason: str) -> int | None:
+        """Measure the exchange clock; ccxt signs every later request with the offset.
+
+        Returns the offset in ms (ours minus the exchange's), or None when the time request
+        itself failed (the next ``-1021`` tries again).
+        """
+        if not hasattr(self.ex, "load_time_difference"):
+            return None
+        await self.limiter.acquire("time")
+        try:
+            offset = int(await self.ex.load_time_difference())
+        except ccxt_async.BaseError as exc:
+            log.warning("time_resync_failed", reason=reason, error=_short(exc))
+            return None
+        previous, self.time_offset_ms = self.time_offset_ms, offset
+        self.stats["time_resyncs"] += 1
+        (log.warning if previous is not None else log.info)(
+            "time_resync", offset_ms=offset, previous_ms=previous, reason=reason
+        )
+        return offset
 
     async def _retrying(self, endpoint: str, fn: Callable[[], Awaitable[T]], what: str) -> T:
         """An idempotent request (lookups, listings), retried on network errors with backoff."""
@@ -291,6 +325,7 @@ class CcxtBroker:
     async def start(self) -> None:
         """Load markets (one limited REST call) and start the update streams and the poller."""
         await self._retrying("balance", lambda: self.ex.load_markets(), "load_markets")
+        await self.sync_time("startup")
         self._closed = False
         if self.use_websocket:
             self._tasks.append(asyncio.create_task(self._ws_loop("orders"), name="ws-orders"))
@@ -519,6 +554,19 @@ class CcxtBroker:
                 await self._wakeup.wait()
 
     @property
+    def banned(self) -> str | None:
+        """The reason of a 418 ban while it lasts (the engine halts trading on it)."""
+        return self.limiter.halted if self.limiter.banned_for > 0 else None
+
+    async def wait_unbanned(self) -> None:
+        """Return once a 418 ban has run out (at once when there is none)."""
+        while True:  # re-checked: a later 418 extends the ban
+            left = self.limiter.banned_for
+            if left <= 0:
+                return
+            await asyncio.sleep(left + 0.05)
+
+    @property
     def websocket_up(self) -> bool:
         return self.use_websocket and all(self._ws_ok.values())
 
@@ -591,9 +639,17 @@ class CcxtBroker:
             except asyncio.CancelledError:
                 raise
             except ExchangeHalted:
-                return
+                # Banned: wait it out, then catch up on every trade since the last one seen.
+                await asyncio.sleep(max(self.limiter.banned_for, self.poll_interval))
+                self._catchup = True
             except Exception as exc:
                 log.warning("poll_failed", error=_short(exc))
+
+
+def _is_clock_error(exc: BaseException) -> bool:
+    """Binance's -1021: the request's timestamp is outside recvWindow (or ahead of the server)."""
+    text = str(exc)
+    return "-1021" in text or "recvWindow" in text or "ahead of the server" in text
 
 
 def _bind(fn: Callable[..., Awaitable[Any]], *args: Any) -> Callable[[], Awaitable[Any]]:

@@ -32,7 +32,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from bot.clock import Clock
-from bot.execution.broker import Broker, Update
+from bot.execution.broker import Broker, ExchangeHalted, Update
 from bot.execution.client_ids import ClientIdFactory
 from bot.logging import get_logger
 from bot.model import ZERO, Fill, Order, OrderEvent, OrderRequest, OrderStatus, OrderType, Position
@@ -381,6 +381,12 @@ class OrderManager:
         self.busy.add(sent.client_id)
         try:
             reported = await self.broker.create_order(sent)
+        except ExchangeHalted as exc:
+            # Banned before or while placing: the order may or may not be on the exchange, so it
+            # stays open for risk as UNKNOWN until the clean-up after the ban looks it up.
+            self.busy.discard(sent.client_id)
+            await self._report(sent.client_id, S.UNKNOWN, reason=f"exchange ban: {exc}"[:300])
+            raise
         finally:
             self.busy.discard(sent.client_id)
         return await self._report(

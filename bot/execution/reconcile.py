@@ -247,8 +247,8 @@ class Reconciler:
             await asyncio.sleep(interval)
             try:
                 await self.reconcile_once()
-            except ExchangeHalted:
-                raise
+            except ExchangeHalted as exc:  # a 418 ban: the engine halts; reconcile again after it
+                log.warning("reconcile_skipped", reason=str(exc)[:300])
             except Exception as exc:
                 log.warning("reconcile_failed", error=f"{type(exc).__name__}: {exc}"[:300])
 

@@ -8,7 +8,10 @@ IP and 100 orders per 10 s per account (``exchangeInfo.rateLimits``). We stay un
 (so one chatty class cannot starve order placement) plus a shared weight budget.
 
 * 429: every class waits ``Retry-After`` seconds before the next request.
-* 418: the limiter halts; every later ``acquire`` raises ``ExchangeHalted``.
+* 418 (IP ban): nothing at all is sent until the ban's ``Retry-After`` has passed (2 min when
+  the exchange gives none); every ``acquire`` meanwhile raises ``ExchangeHalted``. The engine
+  turns the first one into a persisted risk halt, so after the ban only the clean-up requests
+  (cancel open orders, fetch the fills) go out, never a new order.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from bot.logging import get_logger
 
 log = get_logger("execution.throttle")
 
+DEFAULT_BAN_S = 120.0  # a 418 without Retry-After: Binance's shortest ban
+
 
 @dataclass(frozen=True, slots=True)
 class EndpointClass:
@@ -35,7 +40,7 @@ class EndpointClass:
 
 
 # Binance spot weights (GET /api/v3/order 4, openOrders with symbol 6, myTrades 20,
-# account 20, POST/DELETE order 1, DELETE openOrders 1); class caps are well under them.
+# account 20, POST/DELETE order 1, DELETE openOrders 1, GET time 1); class caps are well under them.
 BINANCE_SPOT: dict[str, EndpointClass] = {
     "create": EndpointClass(weight=1, rate=10, counts_as_order=True),
     "cancel": EndpointClass(weight=1, rate=10),
@@ -44,6 +49,7 @@ BINANCE_SPOT: dict[str, EndpointClass] = {
     "open_orders": EndpointClass(weight=6, rate=5),
     "my_trades": EndpointClass(weight=20, rate=5),
     "balance": EndpointClass(weight=20, rate=5),
+    "time": EndpointClass(weight=1, rate=2),
 }
 
 
@@ -63,7 +69,8 @@ class RateLimiter:
         self._weight = Throttler(max(1, int(weight_per_minute * safety)), 60.0)
         self._orders = Throttler(max(1, int(orders_per_10s * safety)), 10.0)
         self._pause_until = 0.0
-        self.halted: str | None = None
+        self._banned_until = 0.0
+        self.halted: str | None = None  # the 418 ban's reason while it lasts
         self.calls: dict[str, int] = dict.fromkeys(self.classes, 0)
 
     def _now(self) -> float:
@@ -74,7 +81,11 @@ class RateLimiter:
             raise KeyError(f"unknown endpoint class {endpoint!r}; known: {sorted(self.classes)}")
         while True:
             if self.halted:
-                raise ExchangeHalted(self.halted)
+                left = self._banned_until - self._now()
+                if left > 0:
+                    raise ExchangeHalted(f"{self.halted}; banned for another {left:.0f} s")
+                log.warning("exchange_ban_over", was=self.halted)
+                self.halted = None
             wait = self._pause_until - self._now()
             if wait <= 0:
                 break
@@ -101,11 +112,18 @@ class RateLimiter:
     def paused_for(self) -> float:
         return max(0.0, self._pause_until - self._now())
 
-    def halt(self, reason: str) -> None:
-        """A 418 (IP ban): stop every request until a person restarts the bot."""
+    @property
+    def banned_for(self) -> float:
+        """Seconds left of a 418 ban (0 when not banned)."""
+        return max(0.0, self._banned_until - self._now()) if self.halted else 0.0
+
+    def halt(self, reason: str, retry_after_s: float | None = None) -> None:
+        """A 418 (IP ban): no request at all for ``retry_after_s`` (default DEFAULT_BAN_S)."""
+        until = self._now() + (retry_after_s if retry_after_s is not None else DEFAULT_BAN_S)
+        self._banned_until = max(self._banned_until, until)
         if not self.halted:
             self.halted = reason
-            log.error("exchange_halt", reason=reason)
+            log.error("exchange_halt", reason=reason, banned_for_s=round(self.banned_for, 1))
 
 
 class _Slot:

@@ -116,7 +116,7 @@ symbol = "BTC/USDT"
 url = "{url}"
 {exchange_extra}
 [store]
-url = "sqlite+aiosqlite:///{db}"
+url = "{store_url}"
 [signals]
 window = "5s"
 halflife = "30s"
@@ -125,6 +125,7 @@ warmup = "{warmup}"
 entry_z = 1.2
 exit_z = 0.3
 persistence = 2
+aggressive_z = {aggressive_z}  # strong signals cross the spread: the drills need fills to audit
 max_hold = "15s"
 order_ttl = "3s"
 cost_gate = false   # the drills need trades, not edge: enter on every confirmed signal
@@ -135,10 +136,12 @@ max_order_notional = {max_notional}
 
 
 def write_config(workdir: Path, emu: Emulator, *, warmup: str = "8s", max_notional: str = "3000",
-                 exchange_extra: str = "", risk_extra: str = "") -> Path:
+                 exchange_extra: str = "", risk_extra: str = "", store_url: str | None = None,
+                 aggressive_z: str = "1.5") -> Path:
     path = workdir / "drill.toml"
-    path.write_text(CONFIG.format(url=emu.url, db=workdir / "drill.db", warmup=warmup, max_notional=max_notional,
-                                  exchange_extra=exchange_extra, risk_extra=risk_extra))
+    url = store_url or f"sqlite+aiosqlite:///{workdir / 'drill.db'}"
+    path.write_text(CONFIG.format(url=emu.url, store_url=url, warmup=warmup, max_notional=max_notional,
+                                  aggressive_z=aggressive_z, exchange_extra=exchange_extra, risk_extra=risk_extra))
     path.chmod(0o600)
     return path
 
@@ -250,18 +253,26 @@ class AuditResult:
         assert self.position_ok, self.line()
 
 
-def audit(name: str, emu: Emulator, db: Path) -> AuditResult:
-    """Compare the exchange's truth with the store; prints the one audit line."""
+def audit(name: str, emu: Emulator, db: Path, *, pg_rows: list[tuple[Any, ...]] | None = None) -> AuditResult:
+    """Compare the exchange's truth with the store; prints the one audit line.
+
+    ``db`` is the SQLite store; a PostgreSQL drill passes its fill rows as ``pg_rows`` instead
+    (exact NUMERIC there, not SQLite's integer 1e-8 units).
+    """
     ex_fills = emu.fills()
     ex_orders = emu.orders()
-    con = sqlite3.connect(db)
-    try:
-        rows = con.execute(
-            "SELECT trade_id, side, amount, fee, fee_currency, position_after FROM fills "
-            "WHERE symbol = 'BTC/USDT' ORDER BY id"
-        ).fetchall()
-    finally:
-        con.close()
+    scale = SCALE
+    if pg_rows is not None:
+        rows, scale = pg_rows, Decimal(1)
+    else:
+        con = sqlite3.connect(db)
+        try:
+            rows = con.execute(
+                "SELECT trade_id, side, amount, fee, fee_currency, position_after FROM fills "
+                "WHERE symbol = 'BTC/USDT' ORDER BY id"
+            ).fetchall()
+        finally:
+            con.close()
     store_ids = Counter(str(r[0]) for r in rows)
     ex_ids = [str(f["id"]) for f in ex_fills]
     lost = [t for t in ex_ids if t not in store_ids]
@@ -269,13 +280,13 @@ def audit(name: str, emu: Emulator, db: Path) -> AuditResult:
     duplicates = sum(n - 1 for n in store_ids.values() if n > 1)
     cids = Counter(str(o["clientOrderId"]) for o in ex_orders)
     dup_cids = sorted(c for c, n in cids.items() if n > 1)
-    last = Decimal(rows[-1][5]) * SCALE if rows else Decimal(0)
+    last = Decimal(rows[-1][5]) * scale if rows else Decimal(0)
     summed = Decimal(0)
     for _tid, side, amount, fee, fee_ccy, _pa in rows:
-        qty = Decimal(amount) * SCALE
+        qty = Decimal(amount) * scale
         summed += qty if side == "buy" else -qty
         if fee_ccy == "BTC":
-            summed -= Decimal(fee) * SCALE
+            summed -= Decimal(fee) * scale
     result = AuditResult(
         name=name,
         fills_checked=len(ex_ids),

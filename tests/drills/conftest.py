@@ -29,6 +29,7 @@ def drill(tmp_path: Path) -> Iterator[Callable[..., Drill]]:
     made: list[Drill] = []
 
     def _make(faults: str = "", **config: Any) -> Drill:
+        """``config``: write_config's keywords (warmup, max_notional, store_url, ...)."""
         emu = Emulator(tmp_path, faults=faults, api_secret=SECRET)
         cfg = write_config(tmp_path, emu, **config)
         bot = Bot(cfg, SECRET, tmp_path / "bot.out")

@@ -12,17 +12,23 @@ from __future__ import annotations
 import os
 import random
 import time
+import uuid
 from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from drills.audit import AuditResult, audit, wait_for
 from drills.conftest import SECRET, Drill
+from drills.dbfaults import SqliteLock, TcpRelay, pg_admin, pg_fill_rows
 
 pytestmark = pytest.mark.slow
 
 KILLS = int(os.environ.get("BOT_DRILL_KILLS", "5"))
 SEED = int(os.environ.get("BOT_DRILL_SEED", "20261125"))
+DB_OUTAGE_S = float(os.environ.get("BOT_DRILL_DB_OUTAGE", "30"))
+PG_URL = os.environ.get("BOT_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 
 
 def _ready(d: Drill, runs: int = 1, timeout: float = 30) -> None:
@@ -41,12 +47,13 @@ def _our_orders(d: Drill) -> int:
     return len(d.emu.orders())
 
 
-def _finish(d: Drill, name: str, *, expect_rc: int | None = 0) -> AuditResult:
+def _finish(d: Drill, name: str, *, expect_rc: int | None = 0,
+            pg_rows: Callable[[], list[tuple[Any, ...]]] | None = None) -> AuditResult:
     """SIGTERM, the audit and the secret search; the common end of every drill."""
     rc = d.bot.terminate() if d.bot.alive() else d.bot.proc.returncode if d.bot.proc else None
     if expect_rc is not None:
         assert rc == expect_rc, f"exit code {rc}:\n{d.bot.text()[-3000:]}"
-    result = audit(name, d.emu, d.db)
+    result = audit(name, d.emu, d.db, pg_rows=pg_rows() if pg_rows is not None else None)
     everything = d.bot.text() + d.emu.log_path.read_text(errors="replace")
     assert SECRET not in everything, f"{name}: the API secret appears in the output"
     result.assert_clean()
@@ -147,23 +154,24 @@ def test_drill_min_notional_never_sent(drill: Callable[..., Drill]) -> None:
     assert _our_orders(d) == 0
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "bug seen: after a 418 the bot stops with an order PARTIALLY_FILLED on the exchange and that fill "
-    "missing from the store (engine LiveRunner._main catches ExchangeHalted and shuts down without "
-    "booking fills that arrive after the ban); not strict: depends on whether an order is live at the ban"))
-def test_drill_418_ban_halts_and_sends_nothing_more(drill: Callable[..., Drill]) -> None:
+def test_drill_418_ban_halts_then_cleans_up_after_the_ban(drill: Callable[..., Drill]) -> None:
+    """A 418 with Retry-After 6 s: a persisted halt at once, nothing sent during the ban, then
+    only the clean-up (open orders cancelled, fills fetched); no new order ever after."""
     d = drill(warmup="4s")
     d.bot.start()
-    _ready(d)
-    wait_for(lambda: _our_orders(d) > 0 or not d.bot.alive(), 30, "the first order")
-    d.emu.set_faults("rest_418=1000,retry_after=60s")
-    wait_for(lambda: not d.bot.alive() or d.bot.count("exchange_halted") + d.bot.count("risk_halt") > 0,
-             30, "the bot to halt on 418")
+    _trading(d)
+    d.emu.set_faults("rest_418=1000,retry_after=6s")
+    wait_for(lambda: not d.bot.alive() or any(e.get("event") == "risk_halt" and e.get("kind") == "exchange_ban"
+                                              for e in d.bot.events()), 30, "the bot to halt on 418")
+    assert d.bot.alive(), f"a ban is a halt, not a crash:\n{d.bot.text()[-3000:]}"
     d.emu.set_faults("")
-    before = _our_orders(d)
-    time.sleep(6)
-    assert _our_orders(d) == before, "orders were sent after the 418 ban"
-    _finish(d, "418_ban", expect_rc=None)
+    before = {o["clientOrderId"] for o in d.emu.orders()}
+    wait_for(lambda: d.bot.count("after_ban_cleanup") >= 1 or not d.bot.alive(), 30, "the clean-up after the ban")
+    time.sleep(3)
+    new = {o["clientOrderId"] for o in d.emu.orders()} - before
+    assert not new, f"orders were sent after the 418 ban: {sorted(new)}"
+    assert not d.emu.open_orders(), "the clean-up after the ban left orders open"
+    _finish(d, "418_ban")
 
 
 def test_drill_sigterm_during_partial_fill(drill: Callable[..., Drill]) -> None:
@@ -202,3 +210,71 @@ def test_drill_stream_frozen_past_stale_after(drill: Callable[..., Drill]) -> No
     assert d.bot.alive(), d.bot.text()[-3000:]
     assert not any(e.get("event") == "risk_halt" for e in d.bot.events()), "a frozen stream must not halt"
     _finish(d, "stream_frozen")
+
+
+def test_drill_exchange_clock_skew_beyond_recv_window(drill: Callable[..., Drill]) -> None:
+    """The exchange clock jumps 20 s ahead (then back): -1021 on signed requests, the bot
+    re-measures the offset each time and goes on trading; nothing sent twice."""
+    d = drill(warmup="4s")
+    d.bot.start()
+    _trading(d)
+    before = _our_orders(d)
+    _run_fault(d, "clock_skew=20s", 12)
+    time.sleep(6)
+    _finish(d, "clock_skew")
+    resyncs = [e for e in d.bot.events() if e.get("event") == "time_resync"]
+    assert len(resyncs) >= 2, f"expected a resync on the skew and one when it ended: {resyncs}"
+    assert any(-21000 < int(e["offset_ms"]) < -19000 for e in resyncs), resyncs
+    assert not any(e.get("event") == "risk_halt" for e in d.bot.events()), "a clock skew must not halt"
+    assert _our_orders(d) >= before
+
+
+def _through_store_outage(d: Drill, down: Callable[[], None], up: Callable[[], None]) -> None:
+    """Take the store away for DB_OUTAGE_S: the bot pauses new orders, holds its records, resumes."""
+    _trading(d)
+    down()
+    t0 = time.monotonic()
+    try:
+        wait_for(lambda: d.bot.count("trading_paused") >= 1 or not d.bot.alive(), DB_OUTAGE_S,
+                 "the pause on the unavailable store")
+        assert d.bot.alive(), d.bot.text()[-3000:]
+        time.sleep(1.0)  # an order already on its way when the store failed may still land
+        sent_when_paused = _our_orders(d)
+        time.sleep(max(0.0, DB_OUTAGE_S - (time.monotonic() - t0)))
+        assert _our_orders(d) == sent_when_paused, "new orders were sent while the store was unavailable"
+    finally:
+        up()
+    wait_for(lambda: d.bot.count("trading_resumed") >= 1 or not d.bot.alive(), 20, "trading to resume")
+    assert d.bot.alive(), d.bot.text()[-3000:]
+    halts = [e for e in d.bot.events() if e.get("event") == "risk_halt"]
+    assert not halts, f"a {DB_OUTAGE_S:.0f} s store outage must pause, not halt: {halts[0]}"
+    time.sleep(3)
+
+
+def test_drill_sqlite_locked_by_another_writer(drill: Callable[..., Drill]) -> None:
+    d = drill(warmup="4s")
+    d.bot.start()
+    lock = SqliteLock(d.db)
+    _through_store_outage(d, lock.lock, lock.unlock)
+    _finish(d, f"sqlite_locked_{DB_OUTAGE_S:.0f}s")
+
+
+def test_drill_postgres_connection_refused(drill: Callable[..., Drill]) -> None:
+    """The bot's PostgreSQL port starts refusing connections at run time (a relay in front of the
+    real server is closed), then comes back."""
+    name = f"drill_{uuid.uuid4().hex[:10]}"
+    try:
+        pg_admin(PG_URL, f"CREATE DATABASE {name}")
+    except OSError as exc:
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {exc} (set BOT_TEST_PG_URL or start the server)")
+    u = urlsplit(PG_URL.replace("postgresql+asyncpg://", "postgresql://"))
+    relay = TcpRelay(u.hostname or "127.0.0.1", u.port or 5432)
+    relay.up()
+    try:
+        d = drill(warmup="4s", store_url=f"postgresql+asyncpg://{u.username or 'postgres'}@127.0.0.1:{relay.port}/{name}")
+        d.bot.start()
+        _through_store_outage(d, relay.down, relay.up)
+        _finish(d, f"postgres_refused_{DB_OUTAGE_S:.0f}s", pg_rows=lambda: pg_fill_rows(PG_URL, name))
+    finally:
+        relay.down()
+        pg_admin(PG_URL, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

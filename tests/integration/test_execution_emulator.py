@@ -244,7 +244,7 @@ async def test_429_waits_retry_after_and_418_halts(h: Harness) -> None:
         t0 = loop.time()
         assert await h.broker.fetch_open_orders(SYMBOL) == []
         assert loop.time() - t0 >= 1.0  # nobody sent anything during Retry-After
-        await admin(h.emu, "faults", "rest_418=1")
+        await admin(h.emu, "faults", "rest_418=1,retry_after=60s")
         with pytest.raises(ExchangeHalted, match="418"):  # whichever request got the 418 (the poller's too)
             for _ in range(5):
                 await h.broker.fetch_open_orders(SYMBOL)
