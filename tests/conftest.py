@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
@@ -17,6 +19,24 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 RECORDINGS = SHARED_DATA / "recordings"
 
 PG_URL = os.environ.get("BOT_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The controller names a file where every drill appends its audit line (workers inherit it)."""
+    if not hasattr(config, "workerinput") and "BOT_DRILL_AUDIT_FILE" not in os.environ:
+        path = Path(tempfile.gettempdir()) / f"bot-drill-audit-{os.getpid()}.log"
+        path.unlink(missing_ok=True)
+        os.environ["BOT_DRILL_AUDIT_FILE"] = str(path)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Print the drills' audit lines (fills checked, duplicates, lost) at the end of the run."""
+    path = Path(os.environ.get("BOT_DRILL_AUDIT_FILE", "/nonexistent"))
+    if not path.is_file():
+        return
+    terminalreporter.section("drill audit")
+    for line in sorted(path.read_text().splitlines()):
+        terminalreporter.write_line(line)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -300,4 +300,7 @@ def audit(name: str, emu: Emulator, db: Path, *, pg_rows: list[tuple[Any, ...]] 
         open_orders=[f"{o['clientOrderId']} {o['status']}" for o in ex_orders if o["status"] in OPEN_STATUSES],
     )
     print(result.line())
+    if os.environ.get("BOT_DRILL_AUDIT_FILE"):  # the end-of-run summary (tests/conftest.py)
+        with open(os.environ["BOT_DRILL_AUDIT_FILE"], "a") as fh:
+            fh.write(result.line() + "\n")
     return result
