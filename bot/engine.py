@@ -696,6 +696,7 @@ class LiveRunner:
         self.core: TradingCore | None = None
         self.run_id: int | None = None
         self.stop_reason = ""
+        self.reconciler: Any = None  # testnet/live: the final fill sweep at shutdown uses it
 
     def request_stop(self, reason: str) -> None:
         if not self.stop_event.is_set():
@@ -770,6 +771,7 @@ class LiveRunner:
 
             core.state = "reconciling"
             reconciler = Reconciler(core.om, core.broker, clock, cancel_unknown=s.execution.cancel_unknown)
+            self.reconciler = reconciler
             await reconciler.startup()
         if not core.killswitch.halted:
             core.state = "trading"
@@ -877,9 +879,19 @@ class LiveRunner:
         if core is not None:
             core.state = "stopping"
             if self.settings.execution.cancel_on_stop and core.om.open_orders:
-                await core.om.shutdown(budget_s=6.0)
+                await core.om.shutdown(budget_s=5.0)
                 if core.paper is not None:
                     await core.om.drain()
+            if self.reconciler is not None:
+                # Trades made between the last order update and the final cancels (an order that
+                # filled while we cancelled it): fetch and book them before the store closes.
+                try:
+                    async with asyncio.timeout(2.0):
+                        booked = await self.reconciler.sweep_fills()
+                    (log.warning if booked else log.info)("shutdown_fill_sweep", fills_booked=booked)
+                except Exception as exc:
+                    log.error("shutdown_fill_sweep_failed", error=f"{type(exc).__name__}: {exc}"[:300],
+                              then="the next start's reconciliation books them")
         with contextlib.suppress(Exception):
             await asyncio.wait_for(writer.close(), 3.0)
         with contextlib.suppress(Exception):

@@ -91,11 +91,16 @@ class Reconciler:
         report.differences.append(Difference(kind, detail, client_id))
         log.warning("reconcile_difference", kind=kind, client_id=client_id, detail=detail)
 
-    async def reconcile_once(self) -> ReconcileReport:
-        """One full pass; raises if the exchange cannot be read (the caller retries)."""
+    async def sweep_fills(self, report: ReconcileReport | None = None) -> int:
+        """Book every trade of ours on the exchange that is not in the store yet; returns how many.
+
+        Step 1 of every pass, and on its own at shutdown: an order that filled between the
+        last websocket update and the final cancel would otherwise be stored as filled without
+        its trades (the next start would book them, but the run's own tables must be whole).
+        """
         m = self.manager
-        report = ReconcileReport(ts=self.clock.now_ms())
-        # 1. fills first: they decide order fill amounts and the position
+        report = report if report is not None else ReconcileReport(ts=self.clock.now_ms())
+        before = len(report.differences)
         since = None if m.last_fill_ts is None else m.last_fill_ts - FILL_LOOKBACK_MS
         trades = await self.broker.fetch_my_trades(self.symbol, since)
         report.fills_checked = len(trades)
@@ -114,6 +119,14 @@ class Reconciler:
                 if order is not None:
                     m.adopt(order, "reconcile: order of a missing fill")
             await m.on_fill_update(f)
+        return len(report.differences) - before
+
+    async def reconcile_once(self) -> ReconcileReport:
+        """One full pass; raises if the exchange cannot be read (the caller retries)."""
+        m = self.manager
+        report = ReconcileReport(ts=self.clock.now_ms())
+        # 1. fills first: they decide order fill amounts and the position
+        await self.sweep_fills(report)
         # 2. open orders on the exchange
         listed = await self.broker.fetch_open_orders(self.symbol)
         report.open_orders = len(listed)

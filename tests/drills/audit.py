@@ -122,7 +122,7 @@ window = "5s"
 halflife = "30s"
 warmup = "{warmup}"
 [strategy]
-entry_z = 1.2
+entry_z = 1.0
 exit_z = 0.3
 persistence = 2
 aggressive_z = {aggressive_z}  # strong signals cross the spread: the drills need fills to audit
