@@ -312,6 +312,12 @@ class TradingCore:
     def position(self) -> Decimal:
         return self.inventory.position
 
+    @property
+    def exposure(self) -> Decimal:
+        """What risk and the strategy act on: the booked position plus fills the exchange has
+        reported on orders whose trades are not booked yet (``OrderManager.unbooked``)."""
+        return self.inventory.position + self.om.unbooked()
+
     # ------------------------------------------------------------------ the hot path
 
     async def on_event(self, ev: MarketEvent) -> None:
@@ -375,7 +381,7 @@ class TradingCore:
         spread = self.book.spread() or 0.0
         if sig.kind == "entry":
             self._edge_due.append((sig.ts + EDGE_HORIZON_MS, int(sig.direction), mid, sig.strength))
-        if not self.strategy.on_signal(sig, self.position, mid, spread / 2 / mid * 1e4):
+        if not self.strategy.on_signal(sig, self.exposure, mid, spread / 2 / mid * 1e4):
             self.counts["skipped_for_cost"] += 1
             self.writer.put(ImbalanceSignal(sig.ts, sig.direction, sig.strength, dict(sig.components),
                                             kind="skipped_for_cost"))
@@ -413,7 +419,7 @@ class TradingCore:
         self._risk_event(ev)
         self.state = "halted"
         log.warning("risk_halt", kind=ev.kind, reason=ev.reason)
-        await self.killswitch.trigger(self.actions, ev, self.market_state(), self.position, self.rules)
+        await self.killswitch.trigger(self.actions, ev, self.market_state(), self.exposure, self.rules)
         self.strategy.target = ZERO
 
     async def decide(self, ts: int) -> None:
@@ -424,7 +430,7 @@ class TradingCore:
         bb = self.book.best_bid()
         ba = self.book.best_ask()
         intents = self.strategy.decide(
-            ts, self.position, self.om.open_orders, bb[0] if bb else None, ba[0] if ba else None
+            ts, self.exposure, self.om.open_orders, bb[0] if bb else None, ba[0] if ba else None
         )
         try:
             for intent in intents:
@@ -439,7 +445,7 @@ class TradingCore:
 
     async def _place(self, req: OrderRequest) -> None:
         market = self.market_state()
-        decision = self.limits.check(req, position=self.position, open_orders=self.om.open_orders, market=market)
+        decision = self.limits.check(req, position=self.exposure, open_orders=self.om.open_orders, market=market)
         if decision.event is not None:
             self._risk_event(decision.event)
         if decision.action not in (RiskAction.ACCEPT, RiskAction.CLIP) or decision.order is None:

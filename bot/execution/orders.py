@@ -35,7 +35,7 @@ from bot.clock import Clock
 from bot.execution.broker import Broker, ExchangeHalted, Update
 from bot.execution.client_ids import ClientIdFactory
 from bot.logging import get_logger
-from bot.model import ZERO, Fill, Order, OrderEvent, OrderRequest, OrderStatus, OrderType, Position
+from bot.model import ZERO, Fill, Order, OrderEvent, OrderRequest, OrderStatus, OrderType, Position, Side
 
 log = get_logger("execution.orders")
 
@@ -265,6 +265,9 @@ class OrderManager:
         self.position = PositionTracker(symbol)
         self._seen: set[str] = set()
         self._fills_by_order: dict[str, Decimal] = {}
+        # Orders the exchange reports (partly) filled beyond the trades booked so far: the
+        # create/cancel answer or a status update often arrives before the trades themselves.
+        self._unbooked: dict[str, Order] = {}
         fills = list(fills)
         for f in fills:  # history from the store: the position as of the last stored fill
             if f.trade_id in self._seen:
@@ -276,12 +279,34 @@ class OrderManager:
         self.last_fill_ts: int | None = max((f.ts for f in fills), default=None)
         self.busy: set[str] = set()  # client ids with a create/cancel in flight (reconcile skips them)
         self._lock = asyncio.Lock()
+        for o in self.orders.values():
+            self._note_unbooked(o)
 
     # ------------------------------------------------------------------ queries
 
     @property
     def open_orders(self) -> list[Order]:
         return list(self._open.values())
+
+    def unbooked(self) -> Decimal:
+        """Signed base amount the exchange says is filled whose trades are not booked yet.
+
+        Risk and the strategy add it to the booked position: without it, an order reported
+        FILLED by the create answer (no longer open) but whose trade has not arrived counts
+        nowhere, and the next decision would send the same exposure again.
+        """
+        total = ZERO
+        for cid, o in self._unbooked.items():
+            gap = o.filled - self._fills_by_order.get(cid, ZERO)
+            if gap > 0:
+                total += gap if o.side is Side.BUY else -gap
+        return total
+
+    def _note_unbooked(self, order: Order) -> None:
+        if order.filled > self._fills_by_order.get(order.client_id, ZERO):
+            self._unbooked[order.client_id] = order
+        else:
+            self._unbooked.pop(order.client_id, None)
 
     def get(self, client_id: str) -> Order | None:
         return self.orders.get(client_id)
@@ -297,6 +322,7 @@ class OrderManager:
             self._open[order.client_id] = order
         else:
             self._open.pop(order.client_id, None)
+        self._note_unbooked(order)
         self.sink.put(order)
         if event is not None:
             self.sink.put(event)
@@ -474,6 +500,7 @@ class OrderManager:
         self._fills_by_order[fill.client_id] = done
         if fill.client_id in self.orders:
             order = self.orders[fill.client_id]
+            self._note_unbooked(order)
             status = S.FILLED if done >= order.amount else S.PARTIALLY_FILLED
             if not order.status.is_terminal:
                 await self._report(fill.client_id, status, filled=done, exchange_id=fill.exchange_order_id)

@@ -12,7 +12,9 @@ The audit compares the exchange's truth (the emulator's admin API) with the bot'
 * no client order id was used twice on the exchange;
 * the store position (``position_after`` of the last fill, and independently the signed sum
   of fills minus base-currency fees) equals the change of the emulator's BTC balance;
-* no order is left open on the exchange after the bot stopped.
+* no order is left open on the exchange after the bot stopped;
+* the position never went beyond ``risk.max_position`` on the exchange: the running net
+  position over the exchange's fills, in time order (what the bot may hold at worst).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Any
 
 SCALE = Decimal("0.00000001")  # SQLite money columns are integers in units of 1e-8 (docs/sql.md)
 START_BTC = Decimal(1)
+MAX_POSITION = Decimal("0.05")  # risk.max_position: the drills' config keeps the default
 API_KEY = "emulator-key"
 OPEN_STATUSES = ("NEW", "PARTIALLY_FILLED")
 BOT = [sys.executable, "-m", "bot"]
@@ -232,6 +235,7 @@ class AuditResult:
     summed_position: Decimal
     exchange_change: Decimal
     open_orders: list[str]
+    peak_position: Decimal = Decimal(0)
 
     @property
     def position_ok(self) -> bool:
@@ -242,7 +246,7 @@ class AuditResult:
             f"position MISMATCH store {self.store_position} (summed {self.summed_position}) "
             f"!= exchange {self.exchange_change}")
         return (f"drill {self.name}: fills checked {self.fills_checked}, duplicates {self.duplicates}, "
-                f"lost {len(self.lost)}, {pos}")
+                f"lost {len(self.lost)}, {pos}, peak |position| {self.peak_position} (max {MAX_POSITION})")
 
     def assert_clean(self) -> None:
         assert not self.lost, f"{self.name}: fills on the exchange missing from the store: {self.lost}"
@@ -251,6 +255,7 @@ class AuditResult:
         assert not self.duplicate_client_ids, f"{self.name}: client ids used twice: {self.duplicate_client_ids}"
         assert not self.open_orders, f"{self.name}: orders left open on the exchange: {self.open_orders}"
         assert self.position_ok, self.line()
+        assert self.peak_position <= MAX_POSITION, f"{self.name}: position went beyond max_position: {self.line()}"
 
 
 def audit(name: str, emu: Emulator, db: Path, *, pg_rows: list[tuple[Any, ...]] | None = None) -> AuditResult:
@@ -287,6 +292,13 @@ def audit(name: str, emu: Emulator, db: Path, *, pg_rows: list[tuple[Any, ...]] 
         summed += qty if side == "buy" else -qty
         if fee_ccy == "BTC":
             summed -= Decimal(fee) * scale
+    running = peak = Decimal(0)
+    for f in sorted(ex_fills, key=lambda f: (f["time"], f["id"])):
+        qty = Decimal(f["qty"])
+        running += qty if f["side"] == "BUY" else -qty
+        if f["commissionAsset"] == "BTC":
+            running -= Decimal(f["commission"])
+        peak = max(peak, abs(running))
     result = AuditResult(
         name=name,
         fills_checked=len(ex_ids),
@@ -298,6 +310,7 @@ def audit(name: str, emu: Emulator, db: Path, *, pg_rows: list[tuple[Any, ...]] 
         summed_position=summed.normalize() if summed else Decimal(0),
         exchange_change=(emu.btc_total() - START_BTC).normalize() if emu.btc_total() != START_BTC else Decimal(0),
         open_orders=[f"{o['clientOrderId']} {o['status']}" for o in ex_orders if o["status"] in OPEN_STATUSES],
+        peak_position=peak.normalize() if peak else Decimal(0),
     )
     print(result.line())
     if os.environ.get("BOT_DRILL_AUDIT_FILE"):  # the end-of-run summary (tests/conftest.py)

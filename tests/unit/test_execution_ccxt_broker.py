@@ -19,7 +19,7 @@ from bot.execution.ccxt_broker import CcxtBroker
 from bot.execution.client_ids import ClientIdFactory
 from bot.execution.orders import OrderManager
 from bot.execution.reconcile import Reconciler
-from bot.model import Fill, OrderRequest, OrderStatus, Side
+from bot.model import Fill, Liquidity, OrderRequest, OrderStatus, Side
 
 S = OrderStatus
 
@@ -303,3 +303,33 @@ async def test_startup_reconcile_retries_until_the_exchange_answers() -> None:
     rec = Reconciler(om, broker, om.clock)
     report = await rec.startup(backoff_base=0.0, on_failure=lambda n, e: failures.append(n))
     assert failures == [1, 2] and report.clean
+
+
+class FillsAtOnce(FakeExchange):
+    """A marketable order: the create answer already says FILLED; the trade comes later
+    (over the user stream or the poller), as on Binance."""
+
+    async def create_order(
+        self, symbol: str, type: str, side: str, amount: str, price: str | None, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        await super().create_order(symbol, type, side, amount, price, params)
+        self.orders[params["newClientOrderId"]]["info"].update(status="FILLED", executedQty=amount)
+        self.orders[params["newClientOrderId"]]["status"] = "closed"
+        return dict(self.orders[params["newClientOrderId"]])
+
+
+async def test_filled_by_the_create_answer_counts_as_exposure_until_its_trade_is_booked() -> None:
+    """Found by a drill: the create answer said FILLED (the order left the open set) but its
+    trade was not booked yet, so the next decision saw position 0 and sold the same 0.05 again."""
+    fake = FillsAtOnce()
+    _, om, _ = _make(fake)
+    sell = OrderRequest("BTC/USDT", Side.SELL, D("0.05"), D("60000"))
+    order = await om.submit(sell)
+    assert order.status is S.FILLED and om.open_orders == []
+    assert om.position.amount == 0 and om.unbooked() == D("-0.05")
+    fake.fill(order.client_id, "60000", "0.05", 2_000)
+    fake.trades[-1]["side"] = "sell"
+    trade = fake.trades[-1]
+    await om.on_fill_update(Fill(trade["id"], order.client_id, "BTC/USDT", Side.SELL, D("60000"), D("0.05"),
+                                 D("0"), "USDT", Liquidity.TAKER, 2_000, exchange_order_id=order.exchange_id))
+    assert om.position.amount == D("-0.05") and om.unbooked() == 0
