@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -165,6 +166,7 @@ class MarketFeed:
         backoff_cap_s: float = 30.0,
         trades: bool = True,
         rng: random.Random | None = None,
+        stall_reconnect_s: float = 5.0,
     ) -> None:
         self.exchange = exchange
         self.symbol = symbol
@@ -186,6 +188,9 @@ class MarketFeed:
         self._seen_set: set[str] = set()
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
+        self.stall_reconnect_s = stall_reconnect_s
+        self._resync_since: float | None = None  # monotonic time of a resync request not yet served
+        self.reconnects = 0
 
     # ------------------------------------------------------------------ health
 
@@ -206,13 +211,50 @@ class MarketFeed:
     def request_resync(self, reason: str) -> None:
         """Emit a fresh snapshot with the next book (e.g. the engine found the book stale/crossed)."""
         self.differ.reset()
+        if self._resync_since is None:
+            self._resync_since = time.monotonic()
         self._set_health(False, f"resync requested: {reason}")
+
+    def _force_reconnect(self, why: str) -> int:
+        """Fail this symbol's market-data websocket(s) as a network error would.
+
+        Why: a stream that stalls without closing (ccxt stuck on a message it could not
+        handle, a half-open TCP connection) never delivers the book a resync waits for. A
+        NetworkError on the client makes ccxt drop it; the book loop then subscribes again and
+        the new subscription starts with a snapshot. Only clients subscribed to this symbol
+        are touched (the user-data stream of the broker is another client).
+        """
+        import ccxt
+
+        try:
+            market_id = str(self.exchange.market(self.symbol)["id"]).lower()
+        except Exception:
+            market_id = self.symbol.replace("/", "").lower()
+        n = 0
+        for client in list((getattr(self.exchange, "clients", None) or {}).values()):
+            subs = getattr(client, "subscriptions", None) or {}
+            # ccxt keys subscriptions by unified symbol ("orderbook::BTC/USDT") or by stream name
+            if not any(self.symbol in str(k) or market_id in str(k).lower() for k in subs):
+                continue
+            log.warning("feed_reconnect", symbol=self.symbol, reason=why)
+            client.on_error(ccxt.NetworkError(f"market stream stalled: {why}"))
+            n += 1
+        self.reconnects += n
+        return n
+
+    async def _stall_loop(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(min(1.0, self.stall_reconnect_s))
+            since = self._resync_since
+            if since is not None and time.monotonic() - since >= self.stall_reconnect_s:
+                self._force_reconnect(f"no book for {time.monotonic() - since:.1f} s after a resync request")
+                self._resync_since = time.monotonic()
 
     # ------------------------------------------------------------------ producer
 
     async def run(self) -> None:
         """Produce events until ``stop()``; a non-network error from ccxt propagates."""
-        loops = [self._book_loop()]
+        loops = [self._book_loop(), self._stall_loop()]
         if self.with_trades:
             loops.append(self._trade_loop())
         try:
@@ -251,6 +293,7 @@ class MarketFeed:
             self._book_backoff.reset()
             if type(ev) is BookSnapshot:
                 self.snapshots += 1
+                self._resync_since = None
                 log.info("feed_snapshot", symbol=self.symbol, seq=ev.seq, bids=len(ev.bids), asks=len(ev.asks))
             else:
                 self.deltas += 1

@@ -278,3 +278,17 @@ def test_drill_postgres_connection_refused(drill: Callable[..., Drill]) -> None:
     finally:
         relay.down()
         pg_admin(PG_URL, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_drill_malformed_messages_stall_then_reconnect(drill: Callable[..., Drill]) -> None:
+    """Invalid JSON on the market stream: ccxt's stream stops delivering; the stale guard asks for
+    a resync, the feed fails the stalled connection after 5 s, resubscribes and gets a snapshot."""
+    d = drill(warmup="4s")
+    d.bot.start()
+    _trading(d)
+    _run_fault(d, "ws_malformed=3", 2)
+    wait_for(lambda: d.bot.count("feed_snapshot") >= 2 or not d.bot.alive(), 30, "a snapshot after the stall")
+    assert d.bot.alive(), d.bot.text()[-3000:]
+    assert not any(e.get("event") == "risk_halt" for e in d.bot.events()), "a stalled stream must not halt"
+    time.sleep(2)
+    _finish(d, "malformed_messages")

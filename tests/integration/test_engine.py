@@ -168,6 +168,63 @@ def test_bot_run_notifies_ready_watchdog_stopping(tmp_path: Path) -> None:
     assert row == ("paper", "BTC/USDT", 1)
 
 
+def _events(path: Path) -> list[dict[str, object]]:
+    import json
+
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+    return out
+
+
+def _wait_event(path: Path, bot: subprocess.Popen[str], event: str, n: int = 1, timeout: float = 40) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [e for e in _events(path) if e.get("event") == event]
+        if len(found) >= n:
+            return found[n - 1]
+        assert bot.poll() is None, path.read_text()[-3000:]
+        time.sleep(0.1)
+    raise AssertionError(f"no {event!r} within {timeout} s:\n{path.read_text()[-3000:]}")
+
+
+def test_sighup_reloads_risk_limits_and_keeps_them_on_a_bad_file(tmp_path: Path) -> None:
+    port = _free_port()
+    emu = _start_emulator(port)
+    cfg = tmp_path / "bot.toml"
+    base = (f'mode = "paper"\nsymbol = "BTC/USDT"\n[exchange]\nurl = "http://127.0.0.1:{port}"\n'
+            f'[store]\nurl = "sqlite+aiosqlite:///{tmp_path / "run.db"}"\n')
+    cfg.write_text(base + "[risk]\nmax_position = 0.05\n")
+    cfg.chmod(0o600)
+    out = tmp_path / "bot.out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOT_")}
+    with out.open("w") as fh:
+        bot = subprocess.Popen([sys.executable, "-m", "bot", "run", "--config", str(cfg)],
+                               stdout=fh, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        _wait_event(out, bot, "ready")
+        cfg.write_text(base + "[risk]\nmax_position = 0.02\nmax_open_orders = 2\n")
+        bot.send_signal(signal.SIGHUP)
+        ev = _wait_event(out, bot, "risk_limits_reloaded")
+        assert (ev["max_position"], ev["max_open_orders"]) == ("0.02", "2")
+        cfg.write_text(base + "[risk]\nmax_position = -1\n")
+        bot.send_signal(signal.SIGHUP)
+        bad = _wait_event(out, bot, "reload_failed")
+        assert "risk.max_position" in str(bad["error"]) and bad["kept"] == "previous risk limits"
+        assert bot.poll() is None, "a bad file on SIGHUP must not stop the bot"
+        bot.send_signal(signal.SIGTERM)
+        assert bot.wait(timeout=15) == 0
+    finally:
+        if bot.poll() is None:
+            bot.kill()
+        emu.terminate()
+        emu.wait(timeout=10)
+
+
 def test_live_needs_three_confirmations(tmp_path: Path) -> None:
     cfg = tmp_path / "live.toml"
     cfg.write_text('mode = "live"\n[exchange]\nsandbox = false\naccount = "desk1"\n')
