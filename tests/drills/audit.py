@@ -293,7 +293,7 @@ def audit(name: str, emu: Emulator, db: Path, *, pg_rows: list[tuple[Any, ...]] 
         if fee_ccy == "BTC":
             summed -= Decimal(fee) * scale
     running = peak = Decimal(0)
-    for f in sorted(ex_fills, key=lambda f: (f["time"], f["id"])):
+    for f in sorted(ex_fills, key=lambda f: int(f["id"])):  # ids follow execution order; "time" moves with clock_skew
         qty = Decimal(f["qty"])
         running += qty if f["side"] == "BUY" else -qty
         if f["commissionAsset"] == "BTC":
