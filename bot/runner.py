@@ -124,12 +124,12 @@ def demo_settings(base_url: str, db_url: str) -> Settings:
             "exchange": {"url": base_url, "sandbox": True, "account": "demo"},
             "store": {"url": db_url},
             "signals": {"levels": 5, "window": "5s", "halflife": "30s", "sample_interval": "1s"},
-            "strategy": {"entry_z": 1.5, "exit_z": 0.3, "persistence": 2, "aggressive_z": 2.0,
+            "strategy": {"entry_z": 1.5, "exit_z": 0.3, "persistence": 1, "aggressive_z": 2.0,
                          "max_hold": "20s", "order_ttl": "3s",
                          # The demo shows the whole order path in 30 s; the cost gate (on by default)
                          # would rightly refuse most entries against real fees. See docs/signals.md.
                          "cost_gate": False},
-            "risk": {"max_position": 0.05, "max_order_notional": 3000, "max_daily_loss": 200,
+            "risk": {"max_position": 0.05, "max_order_notional": 3500, "max_daily_loss": 200,
                      "max_drawdown": 300, "stale_after": "5s"},
             "paper": {"taker_fee_bps": 10, "maker_fee_bps": 2, "latency_ms": 20,
                       "balances": {"USDT": 10000, "BTC": 0.05}},
@@ -141,9 +141,11 @@ def demo_settings(base_url: str, db_url: str) -> Settings:
 async def _demo(seconds: float, db_url: str, seed: int, console: Console) -> int:
     from bot.emulator.server import Emulator
     from bot.engine import LiveRunner
+    from bot.market.synthetic import DEMO_SCHEDULE
     from bot.store.report import render_report
 
-    emulator = Emulator(market="synthetic", seed=seed)
+    # a pressure episode from ~14 s on (after the 10 s warm-up), so even a 30 s demo trades
+    emulator = Emulator(market="synthetic", seed=seed, schedule=DEMO_SCHEDULE)
     await emulator.start(host="127.0.0.1", port=0)
     try:
         settings = demo_settings(emulator.base_url, db_url)

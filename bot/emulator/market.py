@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bot.emulator.matching import SymbolSpec
+from bot.market.synthetic import RegimeSchedule
 from bot.model import BookDelta, BookSnapshot, MarketEvent, Trade
 
 
@@ -32,7 +33,8 @@ class MarketSource(Protocol):
 class SyntheticSource:
     """``bot.market.synthetic.SyntheticMarket`` with the symbol's real tick and lot."""
 
-    def __init__(self, spec: SymbolSpec, seed: int, step_ms: int = 100) -> None:
+    def __init__(self, spec: SymbolSpec, seed: int, step_ms: int = 100,
+                 schedule: RegimeSchedule | None = None) -> None:
         from bot.market.synthetic import SyntheticMarket
 
         self.symbol = spec.symbol
@@ -47,6 +49,7 @@ class SyntheticSource:
             lot=float(spec.step),
             start_ms=int(time.time() * 1000),
             step_ms=step_ms,
+            schedule=schedule,
         )
 
     def initial(self) -> BookSnapshot:

@@ -35,6 +35,7 @@ from bot.emulator.faults import Faults
 from bot.emulator.market import MarketSource, RecordingSource, SyntheticSource
 from bot.emulator.matching import Account, EmuFill, EmuOrder, PublicTrade, SymbolEngine, fmt, spec_for
 from bot.logging import get_logger
+from bot.market.synthetic import RegimeSchedule
 from bot.model import Level, MarketEvent
 
 log = get_logger("bot.emulator")
@@ -108,6 +109,7 @@ class Emulator:
 
     ``speed`` scales market time (0 pauses the market; tests then drive it with
     :meth:`inject`). ``balances`` is the starting account (default 100000 USDT, 1 BTC, 10 ETH).
+    ``schedule`` paces the synthetic market's pressure episodes (``bot demo`` makes them early).
     """
 
     def __init__(
@@ -124,6 +126,7 @@ class Emulator:
         maker_fee: Decimal | str = "0.001",
         taker_fee: Decimal | str = "0.001",
         step_ms: int = 100,
+        schedule: RegimeSchedule | None = None,
     ) -> None:
         self.seed = seed
         self.speed = float(speed)
@@ -155,7 +158,7 @@ class Emulator:
             src: MarketSource = (
                 RecordingSource(Path(market), sym)
                 if sym == rec_symbol
-                else SyntheticSource(spec, seed, step_ms)
+                else SyntheticSource(spec, seed, step_ms, schedule)
             )
             self.sources[sym] = src
             eng.on_market(src.initial())

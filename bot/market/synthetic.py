@@ -36,6 +36,22 @@ from bot.model import BookDelta, BookSnapshot, Level, MarketEvent, Side, Trade
 
 
 @dataclass(frozen=True)
+class RegimeSchedule:
+    """When automatic pressure episodes happen, in seconds: each a (low, high) uniform range.
+
+    The default paces episodes like a slow real market (the first after one to two minutes);
+    ``bot demo`` uses :data:`DEMO_SCHEDULE` so a 30 s demo sees an episode after its warm-up.
+    """
+
+    first_s: tuple[float, float] = (60.0, 120.0)
+    gap_s: tuple[float, float] = (45.0, 90.0)
+    duration_s: tuple[float, float] = (20.0, 45.0)
+
+
+DEMO_SCHEDULE = RegimeSchedule(first_s=(14.0, 15.0), gap_s=(8.0, 12.0), duration_s=(14.0, 18.0))
+
+
+@dataclass(frozen=True)
 class Regime:
     """An injected pressure episode: ``direction`` +1 is buy pressure, -1 sell pressure."""
 
@@ -52,11 +68,6 @@ def _decimals(x: float) -> int:
 class SyntheticMarket:
     """Seeded L2 book + tape; see the module docstring for the model."""
 
-    # regime schedule when pressure=True (seconds)
-    FIRST_REGIME_S = (60.0, 120.0)
-    GAP_S = (45.0, 90.0)
-    DURATION_S = (20.0, 45.0)
-
     def __init__(
         self,
         seed: int = 7,
@@ -69,6 +80,7 @@ class SyntheticMarket:
         step_ms: int = 100,
         pressure: bool | list[Regime] = True,
         trades_per_step: float = 2.0,
+        schedule: RegimeSchedule | None = None,
     ) -> None:
         if tick <= 0 or lot <= 0 or levels < 2 or step_ms <= 0 or start_price <= 0:
             raise ValueError("tick, lot, start_price and step_ms must be positive and levels >= 2")
@@ -87,6 +99,7 @@ class SyntheticMarket:
         self._rng = random.Random(f"synthetic-market-{seed}")
         self._regime_rng = random.Random(f"synthetic-regimes-{seed}")
         self._auto = pressure is True
+        self.schedule = schedule or RegimeSchedule()
         self.regimes: list[Regime] = [] if isinstance(pressure, bool) else sorted(pressure, key=lambda r: r.start_ms)
         self._regime_idx = 0
         self._trade_id = 0
@@ -129,10 +142,10 @@ class SyntheticMarket:
         end = self.regimes[-1].end_ms if self.regimes else None
         while end is None or end < until_ms:
             if end is None:
-                start = self.start_ms + int(rng.uniform(*self.FIRST_REGIME_S) * 1000)
+                start = self.start_ms + int(rng.uniform(*self.schedule.first_s) * 1000)
             else:
-                start = end + int(rng.uniform(*self.GAP_S) * 1000)
-            end = start + int(rng.uniform(*self.DURATION_S) * 1000)
+                start = end + int(rng.uniform(*self.schedule.gap_s) * 1000)
+            end = start + int(rng.uniform(*self.schedule.duration_s) * 1000)
             self.regimes.append(Regime(start, end, rng.choice((1, -1))))
 
     def direction_at(self, ts_ms: int) -> int:

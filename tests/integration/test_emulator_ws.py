@@ -32,7 +32,7 @@ async def book_matches(ex: Any, emu: Emulator, log: dict[int, Any]) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("emulator", [{"speed": 400, "symbols": ("BTC/USDT",)}], indirect=True)
+@pytest.mark.parametrize("emulator", [{"speed": 100, "symbols": ("BTC/USDT",)}], indirect=True)
 async def test_watch_order_book_equals_exchange_book_for_10000_updates(
     emulator: Emulator, ccxt_client: Any
 ) -> None:
@@ -48,9 +48,13 @@ async def test_watch_order_book_equals_exchange_book_for_10000_updates(
             if sum(1 for u in log if start < u <= nonce) >= 10_000:
                 return nonce
 
-    last = await asyncio.wait_for(run(), timeout=40)
+    # 1,000 updates/s: ccxt applies every diff (it raises on any U != previous u + 1), and the
+    # book is compared whenever the client wakes up, which is at least 100 times even on a
+    # loaded 2-core machine (at 4,000/s a busy CI machine woke it only 28 times)
+    last = await asyncio.wait_for(run(), timeout=60)
     applied = sum(1 for u in log if start < u <= last)
-    assert applied >= 10_000 and observed > 100
+    assert applied >= 10_000
+    assert observed >= 100, f"book compared at only {observed} of {applied} updates"
     print(f"{applied} updates applied, book compared at {observed} points")
 
 
