@@ -30,6 +30,13 @@ def alpha_from_halflife(halflife: float, step: float) -> float:
     return 1.0 - math.pow(0.5, step / halflife)
 
 
+# Outlier rejection of the baseline (see EwmaZ): beyond REJECT standard deviations a value is
+# scored but not learnt from, for at most MAX_SKIP consecutive updates (then the baseline
+# accepts again, so a lasting change of level is adopted within MAX_SKIP steps).
+REJECT = 3.0
+MAX_SKIP = 60
+
+
 class EwmaZ:
     """Exponentially weighted mean and variance of a stream, and the z-score of each new value.
 
@@ -37,14 +44,24 @@ class EwmaZ:
     a jump is measured against the past and not diluted by itself. Early on the weight is
     ``max(alpha, 1/n)``: a plain running mean/variance until the EWMA has enough history, which
     avoids the huge z-scores a zero-initialised variance would give.
+
+    Why outliers are not learnt from: the signals are rolling-window sums sampled every step, so
+    one pressure episode gives tens of consecutive, correlated values at 5-8 sigma. Learning from
+    them multiplied the variance (the std tripled after one 25 s episode), and every later
+    episode then scored ~2 sigma: on the synthetic market the detector caught 4 of 68 episodes at
+    entry_z 3. Once the baseline has 30 values, a value beyond ``REJECT`` sigma is scored but
+    skipped, for at most ``MAX_SKIP`` consecutive updates; with it, 68 of 68 were caught, 4 s into
+    the episode (median), for 2.1 false entries per hour on noise instead of 1.6
+    (``python -m bench.detector``; docs/signals.md).
     """
 
-    __slots__ = ("alpha", "mean", "n", "var")
+    __slots__ = ("alpha", "mean", "n", "skipped", "var")
 
     def __init__(self, alpha: float) -> None:
         if not 0.0 < alpha <= 1.0:
             raise ValueError(f"alpha must be in (0, 1] (got {alpha})")
         self.alpha = alpha
+        self.skipped = 0
         self.mean = 0.0
         self.var = 0.0
         self.n = 0
@@ -57,6 +74,10 @@ class EwmaZ:
 
     def update(self, x: float) -> float:
         z = self.zscore(x)
+        if self.n > 30 and abs(z) > REJECT and self.skipped < MAX_SKIP:
+            self.skipped += 1
+            return z
+        self.skipped = 0
         self.n += 1
         a = max(self.alpha, 1.0 / self.n)
         d = x - self.mean

@@ -37,6 +37,35 @@ def test_ewma_z_follows_a_regime_change() -> None:
     assert z.std == pytest.approx(10.0, rel=0.3)  # thresholds in SD survive the regime change
 
 
+def test_a_burst_of_outliers_does_not_inflate_the_baseline() -> None:
+    """One pressure episode (25 steps at +7 sigma) must not make the next one look ordinary."""
+    rng = np.random.default_rng(2)
+    z = EwmaZ(alpha_from_halflife(300, 1))
+    for x in rng.normal(0, 1, 200):
+        z.update(float(x))
+    std_before = z.std
+    first = [z.update(7.0 + float(e)) for e in rng.normal(0, 1, 25)]
+    for x in rng.normal(0, 1, 100):
+        z.update(float(x))
+    second = [z.update(7.0 + float(e)) for e in rng.normal(0, 1, 25)]
+    assert z.std == pytest.approx(std_before, rel=0.15)
+    assert min(first) > 4.0 and min(second) > 4.0  # the second episode scores like the first
+
+
+def test_a_lasting_level_shift_is_adopted_after_max_skip() -> None:
+    from bot.signals.normalize import MAX_SKIP
+
+    rng = np.random.default_rng(3)
+    z = EwmaZ(alpha_from_halflife(50, 1))
+    for x in rng.normal(0, 1, 200):
+        z.update(float(x))
+    scores = [z.update(20.0 + float(e)) for e in rng.normal(0, 1, MAX_SKIP + 500)]
+    assert scores[0] > 10.0  # scored against the old level first
+    assert min(scores[:MAX_SKIP]) > 10.0  # not learnt from while it could be an episode
+    # then learnt from: within ~8 half-lives the new level is the baseline
+    assert max(abs(v) for v in scores[-100:]) < 3.0
+
+
 def test_ring_buffer_wraps_oldest_first() -> None:
     rb = RingBuffer(3)
     for v in (1.0, 2.0, 3.0, 4.0):
