@@ -10,8 +10,15 @@ Why it is shaped like this (the failure stories):
 * **Cancelled locally, live on the exchange** -- a cancel is only reported ``cancelled``
   when the exchange says so; a cancel that keeps failing returns ``unknown``.
 * **Endless polling of an order that never arrived** -- a lookup that says "not found" is
-  definitive: a create is re-sent (same client id), a cancel reports ``expired`` with the
-  reason, and the poller stops tracking the order.
+  definitive for an order the exchange once confirmed: a cancel reports ``expired`` with the
+  reason, and the poller stops tracking the order. Between create attempts it means "re-send"
+  (same client id).
+* **Late arrival** -- after the last ambiguous create attempt, "not found" is *not* final: an
+  exchange (Binance) can still process a request it timed out on. Such an order stays
+  ``unknown``, open for risk; a cancel of it that finds nothing keeps it ``unknown``; the poller
+  adopts it if it shows up, and ``Reconciler`` settles it (adopted if listed or filled, else
+  closed ``expired`` once a lookup still finds nothing after the settle delay). Only an
+  exchange's refusal (``InvalidOrder``, ``InsufficientFunds``, ...) makes a create ``rejected``.
 * **Fills while the websocket is down** -- order and fill updates come from
   ``watch_orders``/``watch_my_trades``; while either stream is down (and once after it comes
   back) a REST poller fetches trades since the last one seen, and the status of every
@@ -404,9 +411,11 @@ class CcxtBroker:
                     break
                 attempt += 1
                 if attempt > self.max_retries:
-                    return _with(
+                    unknown = _with(
                         order, S.UNKNOWN, f"lookup failed after {attempt - 1} retries: {_short(found)}"
                     )
+                    self.track(unknown)
+                    return unknown
                 await asyncio.sleep(self._backoff(attempt))
             if found is not None:
                 self.stats["adopted"] += 1
@@ -420,9 +429,19 @@ class CcxtBroker:
                 self.track(adopted)
                 return adopted
             if attempt > self.max_retries:
-                return _with(
-                    order, S.REJECTED, f"never reached the exchange after {attempt} attempts: {_short(error)}"
+                # "Not found" now does not mean "never": the exchange may still process one of
+                # the requests it timed out on. The order stays open (risk counts it) as UNKNOWN,
+                # and the poller and the reconciler adopt it if it shows up, or close it once a
+                # later lookup still finds nothing (``Reconciler``).
+                unknown = _with(
+                    order,
+                    S.UNKNOWN,
+                    f"fate unknown after {attempt} ambiguous attempts (not found yet; reconciliation "
+                    f"settles it): {_short(error)}",
                 )
+                log.error("create_unresolved", client_id=order.client_id, attempts=attempt, error=_short(error))
+                self.track(unknown)
+                return unknown
             self.stats["retries"] += 1
             await asyncio.sleep(self._backoff(attempt))
 
@@ -459,6 +478,12 @@ class CcxtBroker:
                 if isinstance(found, BaseException):
                     error: BaseException = found
                 elif found is None:
+                    if _unconfirmed(order):
+                        # Its create is unresolved: the exchange may still process it, so the
+                        # order stays UNKNOWN (open for risk) until reconciliation settles it.
+                        return _with(
+                            order, S.UNKNOWN, "cancel: not on the exchange yet; reconciliation settles it"
+                        )
                     self._tracked.pop(order.client_id, None)
                     return _with(order, S.EXPIRED, "not found on the exchange")
                 else:
@@ -615,6 +640,8 @@ class CcxtBroker:
             o = open_now.get(cid)
             if o is None:
                 found = await self.fetch_order(cid, mine.symbol)
+                if found is None and mine.status is S.UNKNOWN:
+                    continue  # its create is unresolved: the reconciler settles it, not one lookup
                 if found is None:
                     self._tracked.pop(cid, None)  # never arrived: stop polling it
                     status = S.REJECTED if mine.status in (S.SUBMITTED, S.UNKNOWN, S.NEW) else S.EXPIRED
@@ -657,6 +684,11 @@ def _bind(fn: Callable[..., Awaitable[Any]], *args: Any) -> Callable[[], Awaitab
         return await fn(*args)
 
     return call
+
+
+def _unconfirmed(order: Order) -> bool:
+    """An order the exchange never confirmed: its create is in flight or ended ambiguously."""
+    return order.exchange_id is None and order.status in (S.SUBMITTED, S.UNKNOWN)
 
 
 def _with(order: Order, status: OrderStatus, reason: str) -> Order:

@@ -278,6 +278,12 @@ class OrderManager:
         self._seen.update(seen_trade_ids)
         self.last_fill_ts: int | None = max((f.ts for f in fills), default=None)
         self.busy: set[str] = set()  # client ids with a create/cancel in flight (reconcile skips them)
+        # When each order of this run became ``unknown`` (the reconciler waits a settle delay
+        # before it closes one the exchange does not know: a late create may still land).
+        self.unknown_since: dict[str, int] = {}
+        # ``unknown`` orders whose cancel found nothing on the exchange: not re-sent on every
+        # decision; the reconciler or the poller settles them (any status change unparks).
+        self._cancel_parked: set[str] = set()
         self._lock = asyncio.Lock()
         for o in self.orders.values():
             self._note_unbooked(o)
@@ -318,6 +324,12 @@ class OrderManager:
 
     def _record(self, order: Order, event: OrderEvent | None) -> None:
         self.orders[order.client_id] = order
+        if order.status is S.UNKNOWN:
+            if event is not None:
+                self.unknown_since.setdefault(order.client_id, event.ts)
+        else:
+            self.unknown_since.pop(order.client_id, None)
+            self._cancel_parked.discard(order.client_id)
         if order.status.is_open:
             self._open[order.client_id] = order
         else:
@@ -426,13 +438,15 @@ class OrderManager:
     async def cancel(self, client_id: str) -> Order:
         """Ask the exchange to cancel; the order is cancelled only when the exchange says so."""
         order = self.orders[client_id]
-        if order.status.is_terminal:
+        if order.status.is_terminal or client_id in self._cancel_parked:
             return order
         self.busy.add(client_id)
         try:
             reported = await self.broker.cancel_order(order)
         finally:
             self.busy.discard(client_id)
+        if order.status is S.UNKNOWN and reported.status is S.UNKNOWN and order.exchange_id is None:
+            self._cancel_parked.add(client_id)
         return await self._report(
             client_id,
             reported.status,

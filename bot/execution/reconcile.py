@@ -9,6 +9,10 @@ the position open. The exchange is the truth; this module folds it back into the
 * orders we think open that the exchange no longer lists -> looked up one by one and
   closed with the exchange's final status (or ``rejected``/``expired`` "not found on the
   exchange" if it never got them, which also ends any polling of them);
+* ``unknown`` orders (a create whose every attempt ended ambiguously) -> adopted if the
+  exchange lists them or has a fill with their client id; closed ``expired`` only when the
+  lookup by client id still says "not found" and they have been unknown for
+  ``settle_unknown_ms`` (until then an ``order_unsettled`` difference, and they stay open);
 * open orders we do not know -> reported; cancelled if ``execution.cancel_unknown``,
   otherwise adopted so that risk counts them;
 * fills since the last one we stored -> every missing one is inserted (durably) and moves
@@ -39,11 +43,15 @@ log = get_logger("execution.reconcile")
 
 S = OrderStatus
 FILL_LOOKBACK_MS = 5_000  # re-read this much before the last stored fill (clock skew, same-ms trades)
+# An order whose create ended ambiguously is closed as never arrived only after it has been
+# unknown this long (well past Binance's recvWindow, 10 s in ccxt, so a late create cannot land).
+SETTLE_UNKNOWN_MS = 30_000
 
 
 @dataclass(frozen=True, slots=True)
 class Difference:
-    kind: str  # order_status | order_gone | order_never_arrived | unknown_order | missing_fill | balance
+    # order_status | order_gone | order_never_arrived | order_unsettled | unknown_order | missing_fill | balance
+    kind: str
     detail: str
     client_id: str | None = None
 
@@ -75,8 +83,10 @@ class Reconciler:
         *,
         cancel_unknown: bool = False,
         ids: ClientIdFactory | None = None,
+        settle_unknown_ms: int = SETTLE_UNKNOWN_MS,
     ) -> None:
         self.manager = manager
+        self.settle_unknown_ms = settle_unknown_ms
         self.broker = broker
         self.clock = clock
         self.cancel_unknown = cancel_unknown
@@ -152,7 +162,33 @@ class Reconciler:
             if mine.client_id in listed_ids or mine.client_id in m.busy or mine.status is S.NEW:
                 continue
             found = await self.broker.fetch_order(mine.client_id, mine.symbol)
-            if found is None:
+            if found is None and mine.status is S.UNKNOWN:
+                # Its create ended ambiguously: not listed, no fill, and the lookup by client id
+                # says "not found". Closed once it has been unknown for ``settle_unknown_ms``
+                # (a late create can no longer land then); until then it stays open for risk.
+                since = m.unknown_since.get(mine.client_id)
+                age = None if since is None else self.clock.now_ms() - since
+                if age is not None and age < self.settle_unknown_ms:
+                    self._diff(
+                        report,
+                        "order_unsettled",
+                        f"unknown for {age} ms and not on the exchange yet; closed if still not found "
+                        f"after {self.settle_unknown_ms} ms",
+                        mine.client_id,
+                    )
+                else:
+                    self._diff(
+                        report,
+                        "order_never_arrived",
+                        f"store {mine.status} ({mine.reason}), exchange has no such order",
+                        mine.client_id,
+                    )
+                    await m.merge(
+                        _replace_status(mine, S.EXPIRED),
+                        "reconcile: never reached the exchange (not listed, no fill, lookup by client id "
+                        "not found)",
+                    )
+            elif found is None:
                 status = S.EXPIRED if mine.status in (S.ACKED, S.PARTIALLY_FILLED) else S.REJECTED
                 self._diff(
                     report,
