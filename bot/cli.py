@@ -316,7 +316,7 @@ def db_upgrade(
 
 @emulator_app.command("serve")
 def emulator_serve(
-    host: str = typer.Option("127.0.0.1", "--host", help="Bind address (keep it 127.0.0.1)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Bind address; loopback only (127.0.0.1, ::1, localhost)."),
     port: int = typer.Option(8765, "--port", help="TCP port."),
     market: str = typer.Option("synthetic", "--market", help="'synthetic' or a recording file."),
     seed: int = typer.Option(7, "--seed", help="Seed of the synthetic market."),
@@ -326,10 +326,19 @@ def emulator_serve(
 ) -> None:
     """Serve a Binance-spot-compatible exchange on 127.0.0.1 (REST, websockets, admin API)."""
     import asyncio
+    import ipaddress
     import signal
 
     from bot.emulator import Emulator, FaultSpecError
 
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        typer.echo(f"--host {host}: refused, the emulator's admin API (/_emulator) has no authentication; "
+                   "bind it to a loopback address (127.0.0.1, ::1 or localhost)", err=True)
+        raise typer.Exit(2)
     if market != "synthetic" and not Path(market).is_file():
         typer.echo(f"--market: no such recording file: {market}", err=True)
         raise typer.Exit(2)
