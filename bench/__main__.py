@@ -29,6 +29,7 @@ TARGETS: list[tuple[str, str, str, float, str]] = [
     ("replay", "replay_events_per_s", ">=", 100_000, "bot replay events/s"),
     ("latency", "tick_to_order_p99_ms", "<", 1.0, "in-process tick-to-order p99 (ms)"),
     ("store", "sqlite_fills_per_s", ">=", 20_000, "SQLite writer fills/s"),
+    ("emulator", "emulator_ccxt_updates_per_s", ">=", 2_000, "emulator -> one ccxt client, book updates/s"),
 ]
 
 
@@ -118,6 +119,11 @@ def _benches() -> dict[str, Callable[[bool], dict[str, Any]]]:
 
         return m.run(q)
 
+    def detector(q: bool) -> dict[str, Any]:
+        from bench import detector as m
+
+        return m.run(q)
+
     return {
         "book": book,
         "signals": signals,
@@ -127,6 +133,7 @@ def _benches() -> dict[str, Callable[[bool], dict[str, Any]]]:
         "store": store,
         "loop_lag": loop_lag,
         "emulator": _emulator,
+        "detector": detector,
     }
 
 
