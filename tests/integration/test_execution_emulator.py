@@ -194,7 +194,21 @@ async def test_chaos_session_every_fill_once_and_position_matches(h: Harness) ->
         )
         assert position == after - before
         assert h.om.position.amount == position
-        print(f"chaos: {n} rounds, {len(stored)} fills, stats {h.broker.stats}")
+        # Not vacuous: orders were placed, fills happened, and the faults really hit the session
+        # (the emulator's own hit counts, and the broker saw the drops and retried the 5xx).
+        hits = (await admin(h.emu, "faults")).get("hits", {})
+        orders = len(await queries.load_orders(h.engine, ACCOUNT, SYMBOL))
+        stats = h.broker.stats
+        print(f"\nchaos: {seconds:g} s, {n} rounds, {orders} orders, {len(stored)} fills, "
+              f"emulator hits rest_5xx={hits.get('rest_5xx', 0)} ws_drop_every={hits.get('ws_drop_every', 0)}, "
+              f"broker ws_errors={stats['ws_errors']} retries={stats['retries']} lookups={stats['lookups']} "
+              f"polls={stats['polls']}")
+        assert n > 0 and orders >= n, (n, orders)
+        assert len(stored) > 0, "no fill at all: the session proved nothing"
+        assert hits.get("ws_drop_every", 0) > 0, hits
+        assert stats["ws_errors"] > 0, stats  # the drops reached the broker's order/trade streams
+        assert hits.get("rest_5xx", 0) > 0, hits
+        assert stats["retries"] > 0, stats  # ... and the 5xx were retried (same client id, lookup first)
     finally:
         await h.stop_bot()
 
