@@ -110,6 +110,40 @@ class RunSummary:
         return out
 
 
+class EngineTaskFailed(RuntimeError):
+    """A task of the live engine died (a crash, not a risk halt): the run stops, exit code 1."""
+
+    def __init__(self, task: str, error: BaseException) -> None:
+        self.task = task
+        self.error = error
+        super().__init__(f"task {task!r} failed: {type(error).__name__}: {error}"[:500])
+
+
+class _ShutdownSink:
+    """The order manager's sink during shutdown: the writer, or a log line per record once the
+    writer is dead (records of the final cancels still reach the journal, never vanish)."""
+
+    def __init__(self, writer: StoreWriter) -> None:
+        self.writer = writer
+        self.lost = 0
+
+    def _lost(self, record: object, exc: BaseException) -> None:
+        self.lost += 1
+        log.error("record_not_stored", record=repr(record)[:500], error=f"{type(exc).__name__}: {exc}"[:200])
+
+    def put(self, record: object) -> None:
+        try:
+            self.writer.put(record)
+        except Exception as exc:
+            self._lost(record, exc)
+
+    async def durable(self, record: object) -> None:
+        try:
+            await asyncio.wait_for(self.writer.durable(record), 2.0)
+        except Exception as exc:
+            self._lost(record, exc)
+
+
 class _KillActions:
     """What the kill switch may do: cancel everything, submit the flatten order (no limits)."""
 
@@ -703,6 +737,7 @@ class LiveRunner:
         self.run_id: int | None = None
         self.stop_reason = ""
         self.reconciler: Any = None  # testnet/live: the final fill sweep at shutdown uses it
+        self.failure: EngineTaskFailed | None = None  # set when a task crashed: run() raises it
 
     def request_stop(self, reason: str) -> None:
         if not self.stop_event.is_set():
@@ -767,6 +802,8 @@ class LiveRunner:
             await self._main(core, exchange, clock, MarketFeed)
         finally:
             await self._shutdown(exchange, writer, engine, run_id, clock)
+        if self.failure is not None:
+            raise self.failure  # after the clean stop: `bot run` exits 1 (a risk halt never gets here)
         return (self.core.summary(time.perf_counter() - started) if self.core else RunSummary(run_id))
 
     async def _main(self, core: TradingCore, exchange: Any, clock: LiveClock, feed_cls: Any) -> None:
@@ -792,40 +829,89 @@ class LiveRunner:
 
         feed = feed_cls(exchange, s.symbol, max(s.signals.levels, 20), clock, on_health)
         loop = asyncio.get_running_loop()
-        for sig, handler in ((signal.SIGTERM, lambda: self.request_stop("SIGTERM")),
-                             (signal.SIGINT, lambda: self.request_stop("SIGINT")),
-                             (signal.SIGHUP, self.reload_limits)):
+        signals = ((signal.SIGTERM, lambda: self.request_stop("SIGTERM")),
+                   (signal.SIGINT, lambda: self.request_stop("SIGINT")),
+                   (signal.SIGHUP, self.reload_limits))
+        for sig, handler in signals:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, handler)
         status_server = None
-        if s.metrics.port:
-            from bot.status_server import StatusServer
-
-            status_server = StatusServer(core.status, s.metrics.port)
-            await status_server.start()
+        # Tasks started outside the TaskGroup (the store writer, the broker's user streams and
+        # poller): the supervisor task turns the death of any of them into a stop of the engine.
+        watched: dict[str, asyncio.Task[Any]] = {}
+        if core.writer.task is not None:
+            watched["store-writer"] = core.writer.task
+        for t in getattr(core.broker, "tasks", ()):
+            watched[t.get_name()] = t
+        named = self._named
         try:
+            if s.metrics.port:
+                from bot.status_server import StatusServer
+
+                status_server = StatusServer(core.status, s.metrics.port)
+                await named("status-server", status_server.start())
             async with asyncio.TaskGroup() as tg:
                 tasks = [
-                    tg.create_task(feed.run(), name="feed"),
-                    tg.create_task(self._consume(core, feed), name="consume"),
-                    tg.create_task(self._watchdog(core, feed), name="watchdog"),
+                    tg.create_task(named("feed", feed.run()), name="feed"),
+                    tg.create_task(named("consume", self._consume(core, feed)), name="consume"),
+                    tg.create_task(named("watchdog", self._watchdog(core, feed)), name="watchdog"),
+                    tg.create_task(self._supervise(watched), name="supervisor"),
                 ]
                 if core.paper is None:
-                    tasks.append(tg.create_task(core.om.run_updates(), name="order-updates"))
+                    tasks.append(tg.create_task(named("order-updates", core.om.run_updates()), name="order-updates"))
                 if reconciler is not None:
-                    tasks.append(tg.create_task(reconciler.run_periodic(s.execution.reconcile_interval),
-                                                name="reconcile"))
+                    tasks.append(tg.create_task(
+                        named("reconcile", reconciler.run_periodic(s.execution.reconcile_interval)),
+                        name="reconcile"))
                 stopper = tg.create_task(self._until_stop(), name="stop")
                 await stopper
                 for t in tasks:
                     t.cancel()
-                await feed.stop()
         except* ExchangeHalted as eg:
             log.error("exchange_halted", error=str(eg.exceptions[0])[:300])
             self.stop_reason = "exchange halted (418)"
+        except* EngineTaskFailed as eg:
+            first = eg.exceptions[0]
+            assert isinstance(first, EngineTaskFailed)
+            self.failure = first
+            self.stop_reason = f"task {first.task} failed"
+            others = sorted({e.task for e in eg.exceptions[1:] if isinstance(e, EngineTaskFailed)} - {first.task})
+            # the one line that says what died; the shutdown (cancel, flush) follows
+            log.error("task_failed", task=first.task, error=f"{type(first.error).__name__}: {first.error}"[:300],
+                      also_failed=others or None, action="stopping: cancel open orders, flush the store, exit 1")
         finally:
+            with contextlib.suppress(Exception):
+                await feed.stop()
+            for sig, _ in signals:
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
             if status_server is not None:
                 await status_server.stop()
+
+    @staticmethod
+    async def _named(name: str, coro: Awaitable[Any]) -> Any:
+        """Run ``coro``; an error becomes ``EngineTaskFailed`` naming the task (a 418 stays itself)."""
+        try:
+            return await coro
+        except (asyncio.CancelledError, ExchangeHalted, EngineTaskFailed):
+            raise
+        except Exception as exc:
+            raise EngineTaskFailed(name, exc) from exc
+
+    @staticmethod
+    async def _supervise(watched: dict[str, asyncio.Task[Any]]) -> None:
+        """Raise ``EngineTaskFailed`` as soon as a watched task ends: while the engine runs, the
+        store writer and the broker's streams only end by dying."""
+        names = {t: n for n, t in watched.items()}
+        if not names:
+            await asyncio.Event().wait()
+        done, _ = await asyncio.wait(names, return_when=asyncio.FIRST_COMPLETED)
+        t = next(iter(done))
+        if t.cancelled():
+            error: BaseException = RuntimeError("cancelled")
+        else:
+            error = t.exception() or RuntimeError("ended while the engine was running")
+        raise EngineTaskFailed(names[t], error)
 
     async def _until_stop(self) -> None:
         if self.duration_s is None:
@@ -873,21 +959,39 @@ class LiveRunner:
                     self.notifier.ready(f"run {core.run_id} {core.state}")
                 log.info("ready", run_id=core.run_id, state=core.state)
             if ready and self.notifier is not None and core.feed_up and core.loop_lag_ms < 1000 \
-                    and loop.time() - last_pet >= pet_every:
+                    and self._store_alive(core) and loop.time() - last_pet >= pet_every:
                 self.notifier.watchdog()
                 last_pet = loop.time()
 
+    @staticmethod
+    def _store_alive(core: TradingCore) -> bool:
+        """False once the writer task is dead, or the store has been unavailable for
+        STORE_DOWN_HALT_MS (when the kill switch gives up on it): then no WATCHDOG=1, so
+        systemd restarts the bot. A shorter outage is a pause the bot rides out by itself."""
+        task = core.writer.task
+        if task is not None and task.done():
+            return False
+        down = core.store_down_since
+        return down is None or core.clock.now_ms() - down < STORE_DOWN_HALT_MS
+
     async def _shutdown(self, exchange: Any, writer: StoreWriter, engine: Any, run_id: int, clock: LiveClock) -> None:
-        """Stop new orders, cancel open orders, flush the store; within the 10 s budget."""
+        """Stop new orders, cancel open orders, flush the store; within the 10 s budget.
+
+        Also the path after a crashed task: every step runs even when an earlier one failed.
+        """
         if self.notifier is not None:
             self.notifier.stopping(self.stop_reason)
         core = self.core
         if core is not None:
             core.state = "stopping"
-            if self.settings.execution.cancel_on_stop and core.om.open_orders:
+            # From here on the writer may be dead (the crash that stops us): every record of the
+            # clean-up goes through a sink that logs what it cannot store instead of raising.
+            core.om.sink = _ShutdownSink(writer)
+            # A crash cancels whatever cancel_on_stop says: nothing watches the orders any more.
+            if (self.settings.execution.cancel_on_stop or self.failure is not None) and core.om.open_orders:
                 await core.om.shutdown(budget_s=5.0)
                 if core.paper is not None:
-                    await core.om.drain()
+                    await _step("final_drain", core.om.drain())
             if self.reconciler is not None:
                 # Trades made between the last order update and the final cancels (an order that
                 # filled while we cancelled it): fetch and book them before the store closes.
@@ -898,6 +1002,8 @@ class LiveRunner:
                 except Exception as exc:
                     log.error("shutdown_fill_sweep_failed", error=f"{type(exc).__name__}: {exc}"[:300],
                               then="the next start's reconciliation books them")
+            with contextlib.suppress(Exception):
+                await core.broker.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(writer.close(), 3.0)
         with contextlib.suppress(Exception):
@@ -909,7 +1015,15 @@ class LiveRunner:
         log.info("stopped", reason=self.stop_reason, pid=os.getpid())
 
 
-__all__ = ["Direction", "LiveRunner", "RunSummary", "TradingCore", "run_replay"]
+async def _step(name: str, aw: Awaitable[Any]) -> None:
+    """One shutdown step: a failure is logged and the next step still runs."""
+    try:
+        await aw
+    except Exception as exc:
+        log.error("shutdown_step_failed", step=name, error=f"{type(exc).__name__}: {exc}"[:300])
+
+
+__all__ = ["Direction", "EngineTaskFailed", "LiveRunner", "RunSummary", "TradingCore", "run_replay"]
 
 
 async def replay_with_status(

@@ -339,6 +339,11 @@ class CcxtBroker:
             self._tasks.append(asyncio.create_task(self._ws_loop("trades"), name="ws-trades"))
         self._tasks.append(asyncio.create_task(self._poll_loop(), name="rest-poller"))
 
+    @property
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """The broker's own tasks (user streams, REST poller): the engine stops if one dies."""
+        return list(self._tasks)
+
     async def close(self) -> None:
         self._closed = True
         self._wakeup.set()
