@@ -301,7 +301,7 @@ class TradingCore:
             self.killswitch.halt(ev)
         else:  # already halted for another reason: the ban is recorded too
             self.killswitch.halt_kind = "exchange_ban"
-            log.error("risk_halt", kind=ev.kind, reason=ev.reason)
+            log.error("risk_halt", kind=ev.kind, reason=ev.reason, **ev.details)
         self._risk_event(ev)
         self.state = "halted"
         self.strategy.target = ZERO
@@ -450,9 +450,9 @@ class TradingCore:
             await self._halt(ev)
 
     async def _halt(self, ev: RiskEvent) -> None:
+        # No log line here: ``KillSwitch.halt`` writes the one ``risk_halt`` line, with the numbers.
         self._risk_event(ev)
         self.state = "halted"
-        log.warning("risk_halt", kind=ev.kind, reason=ev.reason)
         await self.killswitch.trigger(self.actions, ev, self.market_state(), self.exposure, self.rules)
         self.strategy.target = ZERO
 
