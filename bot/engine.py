@@ -400,9 +400,21 @@ class TradingCore:
             if gate is not None and mid0 > 0:
                 gate.observe(abs(strength), direction * (mid - mid0) / mid0 * 1e4)
 
-    def flush_markouts(self) -> None:
-        for m in self.markouts.flush_pending():
+    def flush_markouts(self) -> int:
+        """End of the stream (replay end, live shutdown): write the markouts still waiting.
+
+        The ones whose horizon has passed get the current mid (complete); the rest the current
+        mid with ``complete=False`` (the table's ``mid`` is NOT NULL). Returns how many rows.
+        """
+        mid = self.book.mid()
+        rows = []
+        if mid is not None and self.markouts.pending:
+            # the tracker may not have seen a mid since the last fill (it only looks while waiting)
+            rows = self.markouts.on_mid(self.clock.now_ms(), mid, self._micro())
+        rows += self.markouts.flush_pending()
+        for m in rows:
             self.writer.put(m)
+        return len(rows)
 
     def _on_detector(self, sig: ImbalanceSignal, mid: float | None) -> None:
         self.counts["signals"] += 1
@@ -1002,6 +1014,13 @@ class LiveRunner:
                 except Exception as exc:
                     log.error("shutdown_fill_sweep_failed", error=f"{type(exc).__name__}: {exc}"[:300],
                               then="the next start's reconciliation books them")
+            pending = core.markouts.pending
+            if pending:
+                try:
+                    written = core.flush_markouts()
+                    log.info("markouts_flushed", pending=pending, written=written)
+                except Exception as exc:
+                    log.error("markouts_flush_failed", pending=pending, error=f"{type(exc).__name__}: {exc}"[:300])
             with contextlib.suppress(Exception):
                 await core.broker.close()
         with contextlib.suppress(Exception):
