@@ -577,6 +577,8 @@ class TradingCore:
                 "loop_lag_ms": self.loop_lag_ms,
             },
             "decisions": [{"ts": d.ts, "kind": d.kind, "text": d.text} for d in list(self.decisions)[-20:]],
+            # since the start of the run; skipped_for_cost: entry signals the cost gate refused
+            "counts": {"events": self.events, **self.counts},
         }
 
     def summary(self, seconds: float) -> RunSummary:

@@ -294,4 +294,7 @@ def prometheus_text(status: Mapping[str, Any], prefix: str = "bot_") -> str:
     lag = _num(health.get("loop_lag_ms"))
     if lag is not None:
         f.add("loop_lag_seconds", "gauge", "Event-loop lag.", lag / 1000.0)
+    counts = _section(status, "counts")
+    f.add("skipped_for_cost_total", "counter", "Entry signals the cost gate refused (expected move below the costs).",
+          counts.get("skipped_for_cost"))
     return f.text()
