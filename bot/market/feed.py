@@ -107,7 +107,7 @@ def _price(v: Any, field: str) -> float:
     """``v`` as a price: an int or float (not bool) with 0 < v <= MAX_PRICE."""
     t = type(v)
     if t is not float and t is not int:
-        raise BadMessage(field, v, "must be a number")
+        raise BadMessage(field, v, "missing" if v is None else "must be a number")
     if 0 < v <= MAX_PRICE:  # False for NaN; an int is compared before float() could overflow
         return float(v)
     raise BadMessage(field, v, _out_of_range(v, MAX_PRICE))
@@ -117,7 +117,7 @@ def _amount(v: Any, field: str, zero_ok: bool) -> float:
     """``v`` as a size: a number with 0 < v <= MAX_AMOUNT (or 0 <= v with ``zero_ok``)."""
     t = type(v)
     if t is not float and t is not int:
-        raise BadMessage(field, v, "must be a number")
+        raise BadMessage(field, v, "missing" if v is None else "must be a number")
     if (0 <= v if zero_ok else 0 < v) and v <= MAX_AMOUNT:
         return float(v)
     if zero_ok and (v != v or v < 0 or v == _INF):
@@ -491,11 +491,31 @@ class MarketFeed:
             self.last_ts = ev.ts
         return ev
 
-    def on_book_error(self, exc: BaseException) -> None:
-        """``watch_order_book`` raised ``exc`` while applying a malformed message (a data error,
-        e.g. ``TypeError`` for a price ccxt could not read). ccxt has already dropped its copy
-        of the book and subscribes again on the next call: count, log and resync."""
-        self._bad_book("message", f"{type(exc).__name__}: {exc}", "ccxt could not apply it", ccxt_dropped=True)
+    def on_book_error(self, exc: Exception) -> None:
+        """What the feed does when ``watch_order_book`` raises ``exc`` (the book loop then backs off).
+
+        ``InvalidNonce``/``ChecksumError`` (a sequence gap in ccxt's book) and other
+        ``NetworkError``s: the book is resynced with the next one ccxt delivers. A data error
+        (``TypeError``, ``ValueError``, ...) is ccxt failing on a malformed depth message (a
+        price it cannot read): it has already dropped its copy of the book and subscribes again
+        on the next call, so it is a bad message like the ones ``on_book`` rejects. Anything
+        else (bad symbol, authentication) is re-raised: fatal.
+        """
+        import ccxt
+
+        if isinstance(exc, ccxt.InvalidNonce):  # ChecksumError is one: a sequence gap in ccxt's book
+            self.errors += 1
+            self.differ.reset()
+            self._set_health(False, f"resync: {type(exc).__name__}: {exc}")
+        elif isinstance(exc, ccxt.NetworkError):
+            self.errors += 1
+            self.differ.reset()
+            self._set_health(False, f"network error: {type(exc).__name__}: {exc}")
+        elif isinstance(exc, _DATA_ERRORS):
+            self.errors += 1
+            self._bad_book("message", f"{type(exc).__name__}: {exc}", "ccxt could not apply it", ccxt_dropped=True)
+        else:
+            raise exc
 
     def on_trades(self, trades: Any) -> list[Trade]:
         """Normalise a batch from ``watch_trades``: the new, valid trades in order.
@@ -519,7 +539,7 @@ class MarketFeed:
                 self.bad_trades += 1
                 tid = t.get("id") if isinstance(t, dict) else None
                 log.warning("feed_bad_trade", symbol=self.symbol, field=exc.field, value=_show(exc.value),
-                            reason=exc.reason, id=_show(tid), action="skipped")
+                            reason=exc.reason, id=None if tid is None else _show(tid), action="skipped")
                 continue
             tid = tr.trade_id
             if tid is not None:
@@ -561,26 +581,11 @@ class MarketFeed:
                 self.queue.put_nowait(None)  # wake consumers
 
     async def _book_loop(self) -> None:
-        import ccxt
-
         while not self._stopping:
             try:
                 ob = await self.exchange.watch_order_book(self.symbol)
-            except ccxt.InvalidNonce as exc:  # ChecksumError is one: a sequence gap in ccxt's book
-                self.errors += 1
-                self.differ.reset()
-                self._set_health(False, f"resync: {type(exc).__name__}: {exc}")
-                await asyncio.sleep(self._book_backoff.next_delay())
-                continue
-            except ccxt.NetworkError as exc:
-                self.errors += 1
-                self.differ.reset()
-                self._set_health(False, f"network error: {type(exc).__name__}: {exc}")
-                await asyncio.sleep(self._book_backoff.next_delay())
-                continue
-            except _DATA_ERRORS as exc:  # ccxt could not apply a malformed message (see on_book_error)
-                self.errors += 1
-                self.on_book_error(exc)
+            except Exception as exc:
+                self.on_book_error(exc)  # re-raises a fatal error
                 await asyncio.sleep(self._book_backoff.next_delay())
                 continue
             ev = self.on_book(ob)
