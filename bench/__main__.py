@@ -119,6 +119,11 @@ def _benches() -> dict[str, Callable[[bool], dict[str, Any]]]:
 
         return m.run(q)
 
+    def latency_wire(q: bool) -> dict[str, Any]:
+        from bench import latency_wire as m
+
+        return m.run(q)
+
     def detector(q: bool) -> dict[str, Any]:
         from bench import detector as m
 
@@ -134,6 +139,7 @@ def _benches() -> dict[str, Callable[[bool], dict[str, Any]]]:
         "loop_lag": loop_lag,
         "emulator": _emulator,
         "detector": detector,
+        "latency_wire": latency_wire,
     }
 
 
