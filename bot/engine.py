@@ -620,6 +620,13 @@ async def open_store(settings: Settings, mode: str, started_ms: int) -> tuple[An
     return engine, run_id
 
 
+def live_paper_broker(settings: Settings, clock: Clock, run_id: int, fills: list[Fill]) -> PaperBroker:
+    """The paper broker of a live paper run: ids unique to the run, balances after the stored fills."""
+    broker = PaperBroker(clock, settings.paper, settings.symbol, id_prefix=f"paper-r{run_id}")
+    broker.restore(fills)
+    return broker
+
+
 def _writer(settings: Settings, engine: Any, run_id: int, core_ref: list[TradingCore]) -> StoreWriter:
     def on_health(ok: bool, reason: str) -> None:
         if core_ref:  # the writer logs store_health itself; the core logs the pause/resume
@@ -799,7 +806,7 @@ class LiveRunner:
             tick = market_tick(exchange, s.symbol)
             broker: Broker
             if s.mode == "paper":
-                broker = PaperBroker(clock, s.paper, s.symbol)
+                broker = live_paper_broker(s, clock, run_id, fills)
                 floor: Decimal | None = -s.paper.balances.get(s.base, ZERO)
             else:
                 from bot.execution.ccxt_broker import CcxtBroker

@@ -115,8 +115,13 @@ class PaperBroker:
         fee_currency: Literal["quote", "received"] = "quote",
         amount_step: Decimal = Decimal("1e-8"),
         fee_step: Decimal = Decimal("1e-8"),
+        id_prefix: str = "paper",
     ) -> None:
         self.clock = clock
+        # exchange order ids and trade ids are "<id_prefix>-<n>" / "<id_prefix>-t<n>": a live paper
+        # run passes its run id in the prefix, because the counters restart with the process and
+        # a reused trade id would be dropped as a duplicate of a stored fill (a lost fill)
+        self.id_prefix = id_prefix
         self.symbol = symbol
         self.base, self.quote = symbol.split("/")
         self.latency_ms = round(settings.latency_ms)
@@ -193,7 +198,7 @@ class PaperBroker:
         if order.amount <= 0:
             return self._reject(order, f"amount must be > 0 (got {order.amount})")
         self._order_seq += 1
-        order = dataclasses.replace(order, exchange_id=f"paper-{self._order_seq}")
+        order = dataclasses.replace(order, exchange_id=f"{self.id_prefix}-{self._order_seq}")
         if order.side is Side.BUY:
             ccy = self.quote
             if order.price is not None:
@@ -298,7 +303,7 @@ class PaperBroker:
         self._free[fee_ccy] -= fee
         self._trade_seq += 1
         fill = Fill(
-            trade_id=f"paper-t{self._trade_seq}",
+            trade_id=f"{self.id_prefix}-t{self._trade_seq}",
             client_id=order.client_id,
             symbol=order.symbol,
             side=order.side,
@@ -318,6 +323,24 @@ class PaperBroker:
         self._emit(OrderEvent(order.client_id, status, ts, filled, order.exchange_id))
         if status is S.FILLED:
             self._finish(live, S.FILLED, ts)
+
+    def restore(self, fills: list[Fill]) -> None:
+        """Apply the fills of earlier runs (from the store) to the simulated balances.
+
+        A restarted paper bot must hold what its fills say it holds, exactly as a real account
+        would, or the paper balances and the engine's position part ways after every restart.
+        """
+        for f in fills:
+            if f.symbol != self.symbol:
+                continue
+            if f.side is Side.BUY:
+                self._free[self.base] += f.amount
+                self._free[self.quote] -= f.notional
+            else:
+                self._free[self.base] -= f.amount
+                self._free[self.quote] += f.notional
+            self._free[f.fee_currency] = self._free.get(f.fee_currency, ZERO) - f.fee
+            self._locked.setdefault(f.fee_currency, ZERO)
 
     def _crosses(self, order: Order, book: BookView) -> bool:
         if order.type is OrderType.MARKET or order.price is None:

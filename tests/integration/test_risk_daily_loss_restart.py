@@ -30,8 +30,7 @@ from sqlalchemy import text
 
 from bot.clock import SimulatedClock
 from bot.config import Settings, settings_from_dict
-from bot.engine import TradingCore, _restore_halt, _writer, open_store
-from bot.execution.paper_broker import PaperBroker
+from bot.engine import TradingCore, _restore_halt, _writer, live_paper_broker, open_store
 from bot.model import BookDelta, BookSnapshot, Direction, ImbalanceSignal
 from bot.risk.killswitch import resume_persisted
 from bot.risk.market_rules import MarketRules
@@ -108,13 +107,8 @@ class Proc:
         await self.engine.dispose()
 
 
-async def _start(db_url: str, t0: int, *, continue_trade_ids: bool = True) -> Proc:
-    """Build a core as ``LiveRunner.run`` does: store state loaded, writer started, halt restored.
-
-    ``continue_trade_ids``: work around a PaperBroker bug (its trade ids restart at ``paper-t1``
-    in every process, so after a restart the first new fills carry the ids of stored ones and
-    are dropped as duplicates; see ``test_paper_fills_after_a_restart_are_booked``).
-    """
+async def _start(db_url: str, t0: int) -> Proc:
+    """Build a core as ``LiveRunner.run`` does: store state loaded, writer started, halt restored."""
     settings = _settings(db_url)
     clock = SimulatedClock(t0)
     engine, run_id = await open_store(settings, "paper", t0)
@@ -122,14 +116,11 @@ async def _start(db_url: str, t0: int, *, continue_trade_ids: bool = True) -> Pr
     open_orders = await queries.load_orders(engine, settings.exchange.account, settings.symbol, open_only=True)
     ref: list[TradingCore] = []
     writer = _writer(settings, engine, run_id, ref)
-    core = TradingCore(settings, clock=clock, broker=PaperBroker(clock, settings.paper, settings.symbol),
+    core = TradingCore(settings, clock=clock, broker=live_paper_broker(settings, clock, run_id, fills),
                        writer=writer, run_id=run_id, rules=MarketRules.binance_spot(settings.symbol),
                        orders=open_orders, fills=fills, warmup_s=0.0,
                        position_floor=-settings.paper.balances.get(settings.base, Decimal(0)))
     ref.append(core)
-    if continue_trade_ids:
-        assert isinstance(core.broker, PaperBroker)
-        core.broker._trade_seq = len(fills)
     await writer.start()
     await core.broker.start()
     await _restore_halt(core, engine)
@@ -229,8 +220,8 @@ async def _lose_halt_restart(db_url: str) -> float:
     return mid
 
 
-async def _trades_after_resume(db_url: str, t3: int, *, continue_trade_ids: bool = True) -> tuple[int, Decimal, bool]:
-    p3 = await _start(db_url, t3, continue_trade_ids=continue_trade_ids)
+async def _trades_after_resume(db_url: str, t3: int) -> tuple[int, Decimal, bool]:
+    p3 = await _start(db_url, t3)
     await p3.strong_signal()
     await p3.move_to(MID0, dt_ms=100)
     await p3.move_to(MID0)
@@ -271,17 +262,33 @@ async def test_resume_on_the_same_utc_day_trades_again(sqlite_url: str) -> None:
     assert (orders, position) == (1, POSITION)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: PaperBroker numbers its trades paper-t1, paper-t2, ... from 1 in every process "
-    "(bot/execution/paper_broker.py, Fill(trade_id=f'paper-t{self._trade_seq}')); a paper `bot run` "
-    "restarted on the same database loads the stored fills (LiveRunner.run -> TradingCore(fills=...)), "
-    "so the new process's first fills reuse stored trade ids and OrderManager.on_fill_update drops them"))
 async def test_paper_fills_after_a_restart_are_booked(sqlite_url: str) -> None:
-    await _lose_halt_restart(sqlite_url)  # two fills stored: paper-t1 (buy), paper-t2 (flatten)
+    """Paper trade ids carry the run id: a restarted paper bot's fills are not taken for stored ones."""
+    await _lose_halt_restart(sqlite_url)  # two fills stored by the first process
     await resume_persisted(sqlite_url, "default", "BTC/USDT", T0 + 120_000)
-    orders, position, _ = await _trades_after_resume(sqlite_url, T0 + 86_400_000, continue_trade_ids=False)
+    orders, position, _ = await _trades_after_resume(sqlite_url, T0 + 86_400_000)
     assert orders == 1
     assert position == POSITION, "the broker filled the buy; the engine must have booked it"
+    ids = [f.trade_id for f in await _fills(sqlite_url)]
+    assert len(ids) == 3 and len(set(ids)) == 3, ids
+
+
+async def test_a_restarted_paper_broker_holds_what_the_stored_fills_say() -> None:
+    from bot.model import Fill, Liquidity, Side
+
+    settings = _settings("sqlite+aiosqlite:///unused.db")
+    fills = [
+        Fill("paper-r1-t1", "c1", "BTC/USDT", Side.BUY, Decimal("60000"), Decimal("0.01"), Decimal("0.6"),
+             "USDT", Liquidity.TAKER, T0),
+        Fill("paper-r1-t2", "c2", "BTC/USDT", Side.SELL, Decimal("61000"), Decimal("0.004"), Decimal("0.244"),
+             "USDT", Liquidity.TAKER, T0 + 1),
+    ]
+    b = live_paper_broker(settings, SimulatedClock(T0), 2, fills)
+    start = {k: Decimal(v) for k, v in settings.paper.balances.items()}
+    free = {c: bal.free for c, bal in (await b.fetch_balance()).items()}
+    assert free["BTC"] == start.get("BTC", Decimal(0)) + Decimal("0.006")
+    assert free["USDT"] == start["USDT"] - Decimal("600") - Decimal("0.6") + Decimal("244") - Decimal("0.244")
+    assert b.id_prefix == "paper-r2"
 
 
 async def _all(db_url: str, sql: str) -> list[tuple[Any, ...]]:
