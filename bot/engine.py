@@ -45,7 +45,7 @@ from bot.model import (
     RiskEvent,
     Trade,
 )
-from bot.risk.inventory import Inventory
+from bot.risk.inventory import Inventory, utc_day
 from bot.risk.killswitch import KillSwitch
 from bot.risk.limits import MarketState, RiskLimits
 from bot.risk.market_rules import MarketRules
@@ -647,8 +647,16 @@ def _writer(settings: Settings, engine: Any, run_id: int, core_ref: list[Trading
 
 async def _restore_halt(core: TradingCore, engine: Any) -> None:
     s = core.settings
-    latest = await queries.latest_halt(engine, s.exchange.account, s.symbol)
-    ev = core.killswitch.restore(latest, core.clock.now_ms())
+    last = await queries.latest_halt_or_resume(engine, s.exchange.account, s.symbol)
+    latest = last if last is not None and last.action is RiskAction.HALT else None
+    now = core.clock.now_ms()
+    if (last is not None and last.action is RiskAction.RESUME and last.kind == "max_daily_loss"
+            and utc_day(last.ts) == utc_day(now)):
+        # resumed by an operator today: today's loss budget starts again from here
+        core.inventory.rebase_day()
+        log.warning("daily_loss_budget_restarted", resumed_ts=last.ts, reason=last.reason,
+                    max_daily_loss=str(s.risk.max_daily_loss))
+    ev = core.killswitch.restore(latest, now)
     if ev is not None and ev.action is RiskAction.RESUME:
         core._risk_event(ev)
     if core.killswitch.halted:

@@ -79,6 +79,7 @@ class Inventory:
         self.run_start_equity: Decimal | None = None
         self.day: int | None = None
         self.day_start_equity: Decimal | None = None
+        self._rebase_pending = False
         self.day_peak: Decimal | None = None
         self.day_realized = ZERO
         self.day_fees = ZERO
@@ -181,9 +182,24 @@ class Inventory:
             )
         return True
 
+    def rebase_day(self) -> None:
+        """Count today's PnL from the equity at the next mark (after an operator's resume).
+
+        Why: a ``max_daily_loss`` halt lifted by ``bot resume`` on the same UTC day would trip
+        again on the first book event, since the day's loss is rebuilt from the stored fills.
+        The operator who resumed gives the bot a fresh daily budget from that point.
+        """
+        self._rebase_pending = True
+
     def mark_to(self, ts_ms: int, mid: Decimal, microprice: Decimal | None = None) -> Decimal:
         """Record the marks (mid, optional microprice); updates peaks; returns equity at mid."""
         self._roll(ts_ms, mark=mid)
+        if self._rebase_pending:
+            self._rebase_pending = False
+            eq = self.equity(mid)
+            self.log.info("inventory_day_rebased", previous_day_start=str(self.day_start_equity), start_equity=str(eq))
+            self.day_start_equity = eq
+            self.day_peak = eq
         self.last_mid = mid
         if microprice is not None:
             self.last_micro = microprice

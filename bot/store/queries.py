@@ -80,8 +80,8 @@ def _risk_event(row: Any) -> RiskEvent:
     )
 
 
-async def latest_halt(engine: AsyncEngine, account: str, symbol: str) -> RiskEvent | None:
-    """The persisted halt: the newest ``halt`` of (account, symbol) not followed by a ``resume``."""
+async def latest_halt_or_resume(engine: AsyncEngine, account: str, symbol: str) -> RiskEvent | None:
+    """The newest ``halt`` or ``resume`` row of (account, symbol), or None."""
     c = t.risk_events.c
     async with engine.connect() as conn:
         row = (await conn.execute(
@@ -89,9 +89,13 @@ async def latest_halt(engine: AsyncEngine, account: str, symbol: str) -> RiskEve
             .where(c.account == account, c.symbol == symbol, c.action.in_(("halt", "resume")))
             .order_by(c.ts.desc(), c.id.desc()).limit(1)
         )).first()
-    if row is None or row.action != RiskAction.HALT.value:
-        return None
-    return _risk_event(row)
+    return None if row is None else _risk_event(row)
+
+
+async def latest_halt(engine: AsyncEngine, account: str, symbol: str) -> RiskEvent | None:
+    """The persisted halt: the newest ``halt`` of (account, symbol) not followed by a ``resume``."""
+    ev = await latest_halt_or_resume(engine, account, symbol)
+    return ev if ev is not None and ev.action is RiskAction.HALT else None
 
 
 async def insert_risk_event(engine: AsyncEngine, run_id: int | None, account: str, symbol: str,

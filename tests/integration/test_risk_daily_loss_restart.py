@@ -25,7 +25,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import text
 
 from bot.clock import SimulatedClock
@@ -249,11 +248,8 @@ async def test_daily_loss_halts_once_flat_survives_restart_until_bot_resume(db_u
     assert len(await _halt_rows(db_url)) == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: after `bot resume` on the same UTC day the restarted bot re-halts on its first book event: "
-    "Inventory.from_fills rebuilds the day's realised loss (still > max_daily_loss) and nothing rebases "
-    "the daily-loss window at the resume (bot/engine.py _restore_halt, bot/risk/killswitch.py restore)"))
 async def test_resume_on_the_same_utc_day_trades_again(sqlite_url: str) -> None:
+    """`bot resume` on the day of a max_daily_loss halt gives a fresh budget from the restart."""
     await _lose_halt_restart(sqlite_url)
     halt, ev = await resume_persisted(sqlite_url, "default", "BTC/USDT", T0 + 120_000)
     assert halt is not None and ev is not None
