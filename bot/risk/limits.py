@@ -139,7 +139,9 @@ class RiskLimits:
             reason=reason,
             details={"rejections": str(self.rejections), "max_rejections": str(self.settings.max_rejections)},
         )
-        self.log.error("risk_halt", kind=ev.kind, reason=reason, rejections=self.rejections)
+        # the caller hands ev to KillSwitch.halt, which writes the one risk_halt line
+        self.log.info("order_rejected_by_exchange", consecutive=self.rejections,
+                      max_rejections=self.settings.max_rejections)
         return ev
 
     def _expire(self, now_ms: int) -> None:
