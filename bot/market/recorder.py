@@ -15,8 +15,8 @@ Why it is built this way:
 * orjson and chunked reads: replay and ``bot analyze`` parse whole recordings, and the
   parse is most of their cost (>= 100k events/s end to end is the target, see
   ``bench/book.py``).
-* Every line is validated (types, finite positive prices, non-negative sizes, known side)
-  so a corrupted file fails with ``path:line: what is wrong`` instead of a ``KeyError``
+* Every line is validated (types, finite positive prices, non-negative sizes, both within
+  the sanity limits of ``bot.market.sanity``, known side) so a corrupted file fails with ``path:line: what is wrong`` instead of a ``KeyError``
   deep inside a signal. ``on_error="skip"`` counts and logs bad lines and goes on.
 * A truncated tail (a recorder killed mid-write leaves a gzip stream without its end, or a
   last line without its newline) is the normal result of a crash: everything before it is
@@ -43,6 +43,7 @@ from typing import IO, Any, Literal, cast
 import orjson
 
 from bot.logging import get_logger
+from bot.market.sanity import MAX_AMOUNT, MAX_PRICE
 from bot.model import BookDelta, BookSnapshot, Level, MarketEvent, Side, Trade
 
 log = get_logger("market.recorder")
@@ -107,9 +108,9 @@ def _levels(raw: Any, name: str) -> list[Level]:
                     min(lens) == 2
                     and max(lens) == 2
                     and min(out)[0] > 0
-                    and max(out)[0] < _INF
+                    and max(out)[0] <= MAX_PRICE
                     and 0 <= min(out, key=_SIZE)[1]
-                    and max(out, key=_SIZE)[1] < _INF
+                    and max(out, key=_SIZE)[1] <= MAX_AMOUNT
                     and set(map(type, chain.from_iterable(out))) == _FLOAT_ONLY
                 ):
                     return out
@@ -144,11 +145,15 @@ def _levels_slow(raw: Any, name: str) -> list[Level]:
             raise _Bad(f"{name!r} price must be positive and finite, got {p!r}")
         if not 0.0 <= q < _INF:
             raise _Bad(f"{name!r} size must be non-negative and finite, got {q!r}")
+        if p > MAX_PRICE:
+            raise _Bad(f"{name!r} price is too large (limit {MAX_PRICE:g}), got {p!r}")
+        if q > MAX_AMOUNT:
+            raise _Bad(f"{name!r} size is too large (limit {MAX_AMOUNT:g}), got {q!r}")
         append((p, q))
     return out
 
 
-def _number(d: dict[str, Any], key: str, positive: bool) -> float:
+def _number(d: dict[str, Any], key: str, positive: bool, limit: float) -> float:
     v = d.get(key)
     t = type(v)
     if t is not float:
@@ -161,6 +166,8 @@ def _number(d: dict[str, Any], key: str, positive: bool) -> float:
             raise _Bad(f"{key!r} must be positive and finite, got {v!r}")
     elif not 0.0 <= v < _INF:
         raise _Bad(f"{key!r} must be non-negative and finite, got {v!r}")
+    if v > limit:
+        raise _Bad(f"{key!r} is too large (limit {limit:g}), got {v!r}")
     return v
 
 
@@ -186,8 +193,8 @@ def parse_event(d: Any) -> MarketEvent | RecordingHeader:
         tid = d.get("id")
         return Trade(
             _int(d, "ts", True),  # type: ignore[arg-type]
-            _number(d, "price", True),
-            _number(d, "amount", False),
+            _number(d, "price", True, MAX_PRICE),
+            _number(d, "amount", False, MAX_AMOUNT),
             side,
             None if tid is None else str(tid),
             _int(d, "recv", False),
@@ -206,7 +213,7 @@ def parse_event(d: Any) -> MarketEvent | RecordingHeader:
             raise _Bad(f"unsupported format {fmt!r} (expected {FORMAT!r})")
         tick = d.get("tick")
         if tick is not None:
-            tick = _number(d, "tick", True)
+            tick = _number(d, "tick", True, MAX_PRICE)
         return RecordingHeader(str(d.get("exchange") or ""), str(d.get("symbol") or ""), tick, fmt)
     raise _Bad(f"unknown line type {t!r}")
 

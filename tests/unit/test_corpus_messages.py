@@ -334,3 +334,28 @@ async def test_feed_loops_keep_running_through_bad_books_and_trades() -> None:
     downs = [r for up, r in health if not up]
     assert downs[0] is not None and downs[0].startswith("resync requested: bad message: bids[0].price")
     assert health[-1] == (True, None)
+
+
+def test_recording_with_ts_stepping_back_is_replayed_whole_and_the_clock_holds() -> None:
+    """tests/corpus/recordings/ts_steps_back.jsonl: a delta and a trade 3-4 ms behind the trade
+    before them (the book and trade streams interleave). The reader keeps every line in arrival
+    order with its own ts, the book stays healthy, and the replay clock never runs backwards."""
+    from bot.market.book import OrderBook
+    from bot.market.recorder import RecordingReader
+
+    path = MESSAGES.parent / "recordings" / "ts_steps_back.jsonl"
+    reader = RecordingReader(path, on_error="stop")
+    clock = SimulatedClock(0)
+    book = OrderBook(SYMBOL, tick=0.01)
+    ts: list[int] = []
+    now: list[int] = []
+    for ev in reader:
+        ts.append(ev.ts)
+        now.append(clock.advance(ev.ts))
+        if type(ev) is not Trade:
+            book.apply(ev)
+            assert book.healthy, book.reason
+    assert reader.skipped == 0 and not reader.errors
+    assert ts == [1700000000000, 1700000000100, 1700000000150, 1700000000147, 1700000000146]
+    assert now == sorted(now) and now[-1] == 1700000000150
+    assert book.best_bid() == (100.0, 2.0)
