@@ -27,6 +27,7 @@ key                         value       effect
 ``ws_gap``                  COUNT       withhold the next COUNT depth diffs of every symbol
                                         (the client sees ``U != previous u + 1``)
 ``ws_malformed``            COUNT|PROB  replace market-stream messages by invalid JSON
+``ws_malformed_depth``      COUNT|PROB  the same for depth diffs only (trades pass intact)
 ``rest_429``                COUNT|PROB  answer 429 with ``Retry-After`` (also on ws-api
                                         requests: status 429, code -1003)
 ``retry_after``             DURATION    the Retry-After value (default 1 s, whole seconds)
@@ -38,6 +39,15 @@ key                         value       effect
                                         the answer is never sent (alias ``accept_timeout``)
 ``cancel_accept_then_timeout`` COUNT|PROB  the same for cancels (alias ``cancel_timeout``)
 ``reject_orders``           COUNT|PROB  reject new orders with -2010 "New order rejected."
+``reject_insufficient``     COUNT|PROB  reject new orders with -2010 "Account has insufficient
+                                        balance for requested action." (ccxt:
+                                        ``InsufficientFunds``)
+``reject_notional``         COUNT|PROB  reject new orders with -1013 "Filter failure: NOTIONAL"
+                                        (ccxt: ``BadRequest``)
+``partial_fill``            COUNT|PROB  a new limit order that rests with at least two lot
+                                        steps left gets half of it (rounded down to the lot
+                                        step) filled at once at its own price, as a maker
+                                        (printed on the tape); it stays PARTIALLY_FILLED
 ``clock_skew``              DURATION    server time offset, may be negative (``-1500ms``);
                                         moves ``/api/v3/time``, event times and the
                                         recvWindow check
@@ -45,6 +55,13 @@ key                         value       effect
 ==========================  ==========  =====================================================
 
 REST faults hit the exchange API (``/api``), never the admin API (``/_emulator``).
+
+Hits: every time a fault actually changes what the emulator does (a request answered with
+a fault status, a diff withheld, a message held or broken, a connection dropped, an order
+rejected or partially filled, a signed request refused with -1021 because of
+``clock_skew``) the fault's key is counted in ``Faults.hits``. The counts are cumulative since
+the emulator started: a new SPEC replaces the faults but keeps the counts, so a test can
+switch a fault off and then check it fired (``GET /_emulator/faults`` -> ``"hits"``).
 Example: ``ws_drop_every=5s,rest_5xx=0.1,accept_then_timeout=1``.
 """
 
@@ -52,11 +69,13 @@ from __future__ import annotations
 
 import random
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 COUNTED = (
     "ws_gap",
     "ws_malformed",
+    "ws_malformed_depth",
     "rest_429",
     "rest_418",
     "rest_5xx",
@@ -68,6 +87,9 @@ COUNTED = (
     "accept_then_timeout",
     "cancel_accept_then_timeout",
     "reject_orders",
+    "reject_insufficient",
+    "reject_notional",
+    "partial_fill",
 )
 DURATIONS = ("ws_drop_every", "ws_delay", "ws_freeze", "retry_after", "clock_skew")
 ALIASES = {"accept_timeout": "accept_then_timeout", "cancel_timeout": "cancel_accept_then_timeout"}
@@ -118,7 +140,7 @@ class Rate:
 
 @dataclass
 class Faults:
-    """The parsed fault set; ``hit(key)`` consumes one counted occurrence."""
+    """The parsed fault set; ``hit(key)`` consumes one counted occurrence and counts the hit."""
 
     rates: dict[str, Rate] = field(default_factory=dict)
     durations: dict[str, float] = field(default_factory=dict)
@@ -126,6 +148,7 @@ class Faults:
     seed: int = 7
     spec: str = ""
     rng: random.Random = field(default_factory=lambda: random.Random(7))
+    hits: Counter[str] = field(default_factory=Counter)  # key -> times the fault fired
     _rr: int = 0  # round robin over 500/502/503
 
     @classmethod
@@ -163,8 +186,21 @@ class Faults:
             return False
         if r.count > 0:
             r.count -= 1
+            self.hits[key] += 1
             return True
-        return r.prob > 0 and self.rng.random() < r.prob
+        if r.prob > 0 and self.rng.random() < r.prob:
+            self.hits[key] += 1
+            return True
+        return False
+
+    def record(self, key: str, n: int = 1) -> None:
+        """Count ``n`` hits of a fault that is not drawn with :meth:`hit` (durations, ws_gap)."""
+        self.hits[key] += n
+
+    def carry_hits(self, previous: Faults) -> Faults:
+        """Keep ``previous``'s hit counts (a POST replaces the faults, not the history)."""
+        self.hits = previous.hits
+        return self
 
     def duration(self, key: str, default: float = 0.0) -> float:
         return self.durations.get(key, default)
@@ -189,4 +225,5 @@ class Faults:
             "spec": self.spec,
             "rates": {k: {"count": r.count, "prob": r.prob} for k, r in self.rates.items() if r.active},
             "durations": dict(self.durations),
+            "hits": dict(sorted(self.hits.items())),
         }

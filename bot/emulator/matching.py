@@ -760,5 +760,28 @@ class SymbolEngine:
         self._flush()
         return o
 
+    def can_fill_partially(self, o: EmuOrder) -> bool:
+        """A resting limit order with at least two lot steps left (the ``partial_fill`` fault)."""
+        return o.is_open and o.type in ("LIMIT", "LIMIT_MAKER") and o.remaining >= 2 * self.spec.step
+
+    def fill_resting(self, o: EmuOrder, qty: Decimal | None = None) -> EmuFill:
+        """A counterparty trades ``qty`` against the resting order ``o`` at its own price.
+
+        ``qty`` defaults to half the remainder (down to the lot step; the ``partial_fill``
+        fault) and is capped at the remainder. A maker fill, printed on the tape; the order is
+        ``PARTIALLY_FILLED`` and keeps resting with the rest, or ``FILLED``.
+        """
+        if not (o.is_open and o.type in ("LIMIT", "LIMIT_MAKER")):
+            raise ValueError(f"order {o.order_id} is not a resting limit order ({o.status})")
+        if qty is None:
+            qty = o.remaining / 2
+        qty = min(qty, o.remaining).quantize(self.spec.step, rounding=ROUND_DOWN)
+        if qty <= 0:
+            raise ValueError(f"order {o.order_id}: nothing to fill ({o.remaining} left)")
+        f = self._fill(o, qty, o.price, maker=True)
+        (self._changed_b if o.side == "BUY" else self._changed_a).add(float(o.price))
+        self._flush()
+        return f
+
     def open_orders(self) -> list[EmuOrder]:
         return [o for o in self.orders.values() if o.is_open]

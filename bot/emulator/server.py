@@ -10,10 +10,19 @@ it runs unchanged against something that speaks the exchange's protocol. Paths s
   ``<sym>@depth``, ``<sym>@trade``, ``<sym>@aggTrade``;
 * the WebSocket API at ``/ws-api/v3``: ``userDataStream.subscribe.signature`` then
   ``executionReport`` / ``outboundAccountPosition`` events;
-* the admin API under ``/_emulator/``: orders, fills, balances, book, faults.
+* the admin API under ``/_emulator/``: orders, fills, balances, book, faults (with the hit
+  count of every fault and the requests that ignored a ``Retry-After``), ``pressure`` (start
+  a buy or sell pressure episode in the synthetic market now, so a test can make the bot trade
+  while a fault is on) and ``fill`` (a counterparty trades a known quantity against one resting
+  order now, e.g. while the bot is down).
 
 Faults (see :mod:`bot.emulator.faults`) are applied in a middleware (REST), in the stream
-broadcast (gap, malformed), and in each connection's writer task (delay, freeze).
+broadcast (gap, malformed), in each connection's writer task (delay, freeze) and in the
+order handlers (rejections, partial fills, answers that never come).
+
+Retry-After: after a 429 or 418 answer with ``Retry-After: N`` every ``/api`` request that
+arrives later than ``RETRY_GRACE_S`` and earlier than N seconds after it is counted (and
+logged as ``emulator_retry_after_ignored``): what a client that honours the header never does.
 """
 
 from __future__ import annotations
@@ -35,13 +44,14 @@ from bot.emulator.faults import Faults
 from bot.emulator.market import MarketSource, RecordingSource, SyntheticSource
 from bot.emulator.matching import Account, EmuFill, EmuOrder, PublicTrade, SymbolEngine, fmt, spec_for
 from bot.logging import get_logger
-from bot.market.synthetic import RegimeSchedule
+from bot.market.synthetic import Regime, RegimeSchedule
 from bot.model import Level, MarketEvent
 
 log = get_logger("bot.emulator")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HOLD_S = 600.0  # how long a "timed out" request is held (or until the emulator stops)
+RETRY_GRACE_S = 0.5  # requests already on their way when a 429/418 went out are not counted
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -77,9 +87,11 @@ class _Conn:
                     if delay > 0:
                         wait = queued + delay - time.monotonic()
                         if wait > 0:
+                            emu.faults.record("ws_delay")
                             await asyncio.sleep(wait)
                     frozen = emu.freeze_until - time.monotonic()
                     if frozen > 0:  # the freeze is set once per fault SPEC; one wait covers it
+                        emu.faults.record("ws_freeze")
                         await asyncio.sleep(frozen)
                 if self.ws.closed:
                     return
@@ -174,6 +186,8 @@ class Emulator:
         self.port = 0
         self.updates_published = 0
         self.book_log: dict[str, dict[int, tuple[list[Level], list[Level]]]] = {}
+        self._quiet_from = self._quiet_until = 0.0  # the Retry-After window of the last 429/418
+        self.retry_after_ignored = 0
         self._apply_fault_side_effects()
 
     # ------------------------------------------------------------------ truth accessors
@@ -205,8 +219,11 @@ class Emulator:
         return self.engines[symbol].book()
 
     def set_faults(self, spec: str) -> None:
-        """Replace the fault set (empty clears it); raises FaultSpecError on a bad SPEC."""
-        self.faults = Faults.parse(spec)
+        """Replace the fault set (empty clears it); raises FaultSpecError on a bad SPEC.
+
+        The hit counts carry over: they count since the emulator started.
+        """
+        self.faults = Faults.parse(spec).carry_hits(self.faults)
         self._apply_fault_side_effects()
         log.info("emulator_faults", spec=spec)
 
@@ -218,6 +235,7 @@ class Emulator:
         self._gap_left = {s: gap.count for s in self.engines} if gap and gap.count else {}
         if f.drop_now and self._runner is not None:
             f.drop_now = False
+            f.record("ws_drop")
             asyncio.get_running_loop().create_task(self.drop_connections())
 
     def record_books(self, symbol: str) -> dict[int, tuple[list[Level], list[Level]]]:
@@ -226,6 +244,27 @@ class Emulator:
         For tests that check a client's book against the exchange's at every update id.
         """
         return self.book_log.setdefault(symbol, {})
+
+    def pressure(self, symbol: str, direction: int, seconds: float) -> Regime:
+        """Start a pressure episode in ``symbol``'s synthetic market now, for ``seconds``.
+
+        ``direction`` +1 is buy pressure, -1 sell pressure. The episode replaces whatever the
+        market's own schedule had planned for that span. ValueError for a recorded market.
+        """
+        src = self.sources.get(symbol)
+        if not isinstance(src, SyntheticSource):
+            raise ValueError(f"{symbol}: pressure needs the synthetic market, not a recording")
+        if direction not in (1, -1) or not 0 < seconds <= 600:
+            raise ValueError("direction must be 1 or -1 and seconds in (0, 600]")
+        m = src.m
+        start = m.now_ms
+        end = start + int(seconds * 1000)
+        keep = [r for r in m.regimes if r.end_ms < start or r.start_ms > end]
+        regime = Regime(start, end, direction)
+        m.regimes[:] = sorted([*keep, regime], key=lambda r: r.start_ms)
+        m._regime_idx = 0  # the market scans forward from its index; the list changed under it
+        log.info("emulator_pressure", symbol=symbol, direction=direction, seconds=seconds)
+        return regime
 
     def inject(self, symbol: str, ev: MarketEvent) -> None:
         """Apply one market event now (tests drive a paused market with this)."""
@@ -298,6 +337,7 @@ class Emulator:
                 continue
             await asyncio.sleep(every)
             if self.faults.duration("ws_drop_every") > 0:
+                self.faults.record("ws_drop_every")
                 await self.drop_connections()
 
     async def _drive(self, sym: str) -> None:
@@ -346,12 +386,13 @@ class Emulator:
                 left = self._gap_left.get(eng.spec.symbol, 0)
                 if left > 0:
                     self._gap_left[eng.spec.symbol] = left - 1
+                    self.faults.record("ws_gap")
                     continue
                 _, first, last, e_ms, bids, asks = item
                 payload = orjson.dumps(
                     {"e": "depthUpdate", "E": e_ms, "s": sid, "U": first, "u": last, "b": bids, "a": asks}
                 ).decode()
-                self._publish((f"{low}@depth@100ms", f"{low}@depth"), payload)
+                self._publish((f"{low}@depth@100ms", f"{low}@depth"), payload, depth=True)
             elif kind == "trade":
                 t: PublicTrade = item[1]
                 p, q = fmt(t.price), fmt(t.qty)
@@ -407,10 +448,12 @@ class Emulator:
                 }
             )
 
-    def _publish(self, topics: tuple[str, ...], payload: str) -> None:
+    def _publish(self, topics: tuple[str, ...], payload: str, *, depth: bool = False) -> None:
         for c in self.conns:
             if c.kind == "stream" and not c.topics.isdisjoint(topics):
-                if self.faults.rates and self.faults.hit("ws_malformed"):
+                if self.faults.rates and (
+                    self.faults.hit("ws_malformed") or (depth and self.faults.hit("ws_malformed_depth"))
+                ):
                     c.send(payload[: len(payload) // 2])
                 else:
                     c.send(payload)
@@ -452,14 +495,26 @@ class Emulator:
         r.add_get("/_emulator/book", self.h_admin_book)
         r.add_get("/_emulator/faults", self.h_admin_get_faults)
         r.add_post("/_emulator/faults", self.h_admin_faults)
+        r.add_post("/_emulator/pressure", self.h_admin_pressure)
+        r.add_post("/_emulator/fill", self.h_admin_fill)
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith("/api/"):
+            now = time.monotonic()
+            if self._quiet_from <= now < self._quiet_until:
+                self.retry_after_ignored += 1
+                log.warning(
+                    "emulator_retry_after_ignored",
+                    path=request.path,
+                    early_s=round(self._quiet_until - now, 3),
+                )
             status = self.faults.rest_status() if self.faults.rates else None
             if status is not None:
+                log.info("emulator_fault", status=status, method=request.method, path=request.path)
                 return self._fault_response(status)
             if self.faults.rates and self.faults.hit("rest_timeout"):
+                log.info("emulator_fault", status="timeout", method=request.method, path=request.path)
                 await self._hold()
                 return web.Response(status=504, text="Gateway Timeout")
         try:
@@ -469,6 +524,10 @@ class Emulator:
 
     def _fault_response(self, status: int) -> web.Response:
         retry = str(max(1, round(self.faults.duration("retry_after", 1.0))))
+        if status in (418, 429):
+            now = time.monotonic()
+            self._quiet_from = now + RETRY_GRACE_S
+            self._quiet_until = max(self._quiet_until, now + int(retry))
         if status == 429:
             return _json(errors.too_many_requests().body(), 429, {"Retry-After": retry})
         if status == 418:
@@ -501,9 +560,17 @@ class Emulator:
 
     async def _signed(self, request: web.Request) -> dict[str, str]:
         body = await request.text() if request.can_read_body else ""
-        return self.auth.check_rest(
-            request.headers.get("X-MBX-APIKEY"), request.rel_url.raw_query_string, body, self.now_ms()
-        )
+        try:
+            return self.auth.check_rest(
+                request.headers.get("X-MBX-APIKEY"), request.rel_url.raw_query_string, body, self.now_ms()
+            )
+        except errors.ApiError as e:
+            self._count_skew(e)
+            raise
+
+    def _count_skew(self, e: errors.ApiError) -> None:
+        if e.code == -1021 and self.faults.duration("clock_skew") != 0:
+            self.faults.record("clock_skew")
 
     def _engine_of(self, params: dict[str, str], required: bool = True) -> SymbolEngine | None:
         sid = params.get("symbol")
@@ -781,8 +848,13 @@ class Emulator:
                 raise errors.mandatory("quantity")
         if type_ == "LIMIT" and not params.get("timeInForce"):
             raise errors.mandatory("timeInForce")
-        if self.faults.rates and self.faults.hit("reject_orders"):
-            raise errors.rejected()
+        if self.faults.rates:
+            if self.faults.hit("reject_orders"):
+                raise errors.rejected()
+            if self.faults.hit("reject_insufficient"):
+                raise errors.insufficient_balance()
+            if self.faults.hit("reject_notional"):
+                raise errors.filter_failure("NOTIONAL")
         cid = params.get("newClientOrderId") or f"emu-{eng.update_id}-{len(eng.orders) + 1}"
         o = eng.place(
             side=params["side"].upper(),
@@ -792,6 +864,13 @@ class Emulator:
             client_id=cid,
             tif=params.get("timeInForce", "GTC").upper(),
         )
+        if (
+            self.faults.rates
+            and eng.can_fill_partially(o)
+            and self.faults.hit("partial_fill")
+        ):
+            f = eng.fill_resting(o)
+            log.info("emulator_partial_fill", client_id=o.client_id, order_id=o.order_id, qty=str(f.qty))
         self._drain(eng)
         log.info(
             "emulator_order",
@@ -1051,7 +1130,11 @@ class Emulator:
                     "rateLimits": limits,
                 }
             if method == "userDataStream.subscribe.signature":
-                self.auth.check_ws(params, self.now_ms())
+                try:
+                    self.auth.check_ws(params, self.now_ms())
+                except errors.ApiError as e:
+                    self._count_skew(e)
+                    raise
                 self._next_sub += 1
                 conn.user_sub = self._next_sub
                 log.info("emulator_user_stream", peer=conn.peer, subscription=conn.user_sub)
@@ -1088,8 +1171,53 @@ class Emulator:
             return _json({"error": f"unknown symbol {sym}"}, 404)
         return _json(eng.depth_json(5000) | {"symbol": eng.spec.symbol})
 
+    def faults_view(self) -> dict[str, Any]:
+        """The admin view of the faults: spec, what is armed, hits, ignored Retry-Afters."""
+        return self.faults.describe() | {"retry_after_ignored": self.retry_after_ignored}
+
     async def h_admin_get_faults(self, request: web.Request) -> web.Response:
-        return _json(self.faults.describe())
+        return _json(self.faults_view())
+
+    def fill(self, symbol: str, *, order_id: int | None = None, client_id: str | None = None,
+             qty: Decimal | None = None) -> EmuFill:
+        """Trade ``qty`` (default half the remainder) against one resting order, at its price."""
+        eng = self.engines.get(symbol) or self.by_id.get(symbol.replace("/", "").upper())
+        if eng is None:
+            raise ValueError(f"unknown symbol {symbol}")
+        o = eng.find(order_id, client_id)
+        if o is None:
+            raise ValueError(f"no order {order_id or client_id} on {symbol}")
+        f = eng.fill_resting(o, qty)
+        self._drain(eng)
+        log.info("emulator_admin_fill", symbol=eng.spec.symbol, client_id=o.client_id, order_id=o.order_id,
+                 qty=str(f.qty), status=o.status)
+        return f
+
+    async def h_admin_fill(self, request: web.Request) -> web.Response:
+        """``POST /_emulator/fill`` with ``symbol``, ``orderId`` or ``clientOrderId``, optional ``qty``."""
+        q: dict[str, Any] = dict(request.query)
+        if request.can_read_body and request.content_type == "application/json":
+            q |= dict(orjson.loads(await request.read()) or {})
+        try:
+            oid = q.get("orderId")
+            raw_qty = q.get("qty")
+            f = self.fill(str(q.get("symbol", self.symbols[0])), order_id=int(oid) if oid is not None else None,
+                          client_id=q.get("clientOrderId"), qty=Decimal(str(raw_qty)) if raw_qty else None)
+        except (ValueError, TypeError, InvalidOperation) as e:
+            return _json({"error": str(e)}, 400)
+        return _json(f.admin_json())
+
+    async def h_admin_pressure(self, request: web.Request) -> web.Response:
+        q: dict[str, Any] = dict(request.query)
+        if request.can_read_body and request.content_type == "application/json":
+            q |= dict(orjson.loads(await request.read()) or {})
+        try:
+            sym = str(q.get("symbol", self.symbols[0]))
+            regime = self.pressure(sym, int(q.get("direction", 1)), float(q.get("seconds", 10)))
+        except (ValueError, TypeError) as e:
+            return _json({"error": str(e)}, 400)
+        return _json({"symbol": sym, "start_ms": regime.start_ms, "end_ms": regime.end_ms,
+                      "direction": regime.direction})
 
     async def h_admin_faults(self, request: web.Request) -> web.Response:
         spec = (await request.text()).strip()
@@ -1099,4 +1227,4 @@ class Emulator:
             self.set_faults(spec)
         except ValueError as e:
             return _json({"error": str(e)}, 400)
-        return _json(self.faults.describe())
+        return _json(self.faults_view())
