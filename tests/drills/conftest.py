@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from drills.audit import Bot, Emulator, write_config
+from drills.audit import Bot, Emulator, Traffic, write_config
 
 SECRET = "drill-SeCrEt-7f3a9c1e5b"  # distinctive, so a leak is found by a plain substring search
 
@@ -22,6 +22,17 @@ class Drill:
     bot: Bot
     db: Path
     extra: dict[str, Any] = field(default_factory=dict)
+    traffic: Traffic | None = None
+
+    def start_traffic(self, period: float = 4.0) -> None:
+        """Alternating pressure episodes from now on (idempotent), so the bot keeps trading."""
+        if self.traffic is None:
+            self.traffic = Traffic(self.emu, period)
+
+    def stop_traffic(self) -> None:
+        if self.traffic is not None:
+            self.traffic.stop()
+            self.traffic = None
 
 
 @pytest.fixture
@@ -39,6 +50,7 @@ def drill(tmp_path: Path) -> Iterator[Callable[..., Drill]]:
 
     yield _make
     for d in made:
+        d.stop_traffic()
         if d.bot.alive():
             assert d.bot.proc is not None
             d.bot.proc.kill()

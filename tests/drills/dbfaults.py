@@ -130,3 +130,36 @@ def pg_fill_rows(pg_url: str, database: str) -> list[tuple[Any, ...]]:
             await con.close()
 
     return asyncio.run(go())
+
+
+def pg_text_dump(pg_url: str, database: str) -> str:
+    """Every value of every text-like column of every table in ``public``, one line per row.
+
+    The PostgreSQL side of the secret search (SQLite has ``iterdump``): what a person reviewing
+    trades in psql can see.
+    """
+    import asyncpg
+
+    u = urlsplit(pg_url.replace("postgresql+asyncpg://", "postgresql://"))
+
+    async def go() -> str:
+        con = await asyncpg.connect(host=u.hostname, port=u.port or 5432, user=u.username or "postgres",
+                                    database=database, timeout=5)
+        try:
+            cols = await con.fetch(
+                "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public' "
+                "AND data_type IN ('text', 'character varying', 'character', 'json', 'jsonb') "
+                "ORDER BY table_name, ordinal_position")
+            tables: dict[str, list[str]] = {}
+            for r in cols:
+                tables.setdefault(r["table_name"], []).append(r["column_name"])
+            out: list[str] = []
+            for table, names in tables.items():
+                sel = ", ".join(f'"{n}"::text' for n in names)
+                for row in await con.fetch(f'SELECT {sel} FROM "{table}"'):
+                    out.append(f"{table}: " + " | ".join("" if v is None else str(v) for v in row))
+            return "\n".join(out)
+        finally:
+            await con.close()
+
+    return asyncio.run(go())
