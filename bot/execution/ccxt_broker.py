@@ -603,11 +603,18 @@ class CcxtBroker:
     async def _ws_loop(self, kind: str) -> None:
         attempt = 0
         while not self._closed:
+            fut = asyncio.ensure_future(
+                self.ex.watch_orders(self.symbol) if kind == "orders" else self.ex.watch_my_trades(self.symbol)
+            )
             try:
-                if kind == "orders":
-                    raws = await self.ex.watch_orders(self.symbol)
-                else:
-                    raws = await self.ex.watch_my_trades(self.symbol)
+                # Up = subscribed, not "has delivered": a quiet stream (no fill yet) whose watch has
+                # been pending WS_QUIET_UP_S without an error counts as up, or the REST poller ran
+                # every second until the first fill, and orders queued behind its calls in ccxt's
+                # rate limiter (tick-to-order p99 ~250 ms, bench/latency_wire.py).
+                done, _ = await asyncio.wait({fut}, timeout=WS_QUIET_UP_S)
+                if not done:
+                    self._ws_ok[kind] = True
+                raws = await fut
                 self._ws_ok[kind] = True
                 attempt = 0
                 for r in raws:
@@ -625,6 +632,7 @@ class CcxtBroker:
                         if f is not None:
                             self._emit(f)
             except asyncio.CancelledError:
+                fut.cancel()
                 raise
             except Exception as exc:  # any failure means: down, poll REST, reconnect
                 self._ws_ok[kind] = False
@@ -676,6 +684,9 @@ class CcxtBroker:
                 self._catchup = True
             except Exception as exc:
                 log.warning("poll_failed", error=_short(exc))
+
+
+WS_QUIET_UP_S = 2.0  # a user stream pending this long without an error is subscribed
 
 
 def _is_clock_error(exc: BaseException) -> bool:

@@ -272,3 +272,28 @@ async def test_429_waits_retry_after_and_418_halts(h: Harness) -> None:
         assert await admin(h.emu, "orders") == []  # halted: nothing was sent
     finally:
         await h.stop_bot()
+
+
+async def test_quiet_user_streams_count_as_up_and_the_poller_rests(h: Harness) -> None:
+    """Subscribed but silent (no order, no fill yet): websocket up, no REST polling every second.
+
+    Before, the trades stream counted as down until it delivered a fill, so the poller called
+    myTrades + openOrders each poll_interval and orders queued behind those calls.
+    """
+    await h.start_emulator()
+    await h.start_bot()
+    try:
+        await asyncio.sleep(3.5)  # WS_QUIET_UP_S (2 s) + a few poll intervals (0.5 s)
+        assert h.broker.websocket_up
+        polls = h.broker.stats["polls"]
+        await asyncio.sleep(2.0)
+        assert h.broker.stats["polls"] == polls, "the poller kept polling with both streams up"
+        # a dropped connection still hands over to the poller
+        await admin(h.emu, "faults", "ws_drop=1")
+        for _ in range(40):
+            await asyncio.sleep(0.1)
+            if h.broker.stats["polls"] > polls:
+                break
+        assert h.broker.stats["polls"] > polls, "no REST catch-up after a websocket drop"
+    finally:
+        await h.stop_bot()
