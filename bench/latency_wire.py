@@ -349,7 +349,7 @@ async def _measure(port: int, n_orders: int, ccxt_limiter: bool = True) -> dict[
 def run(
     quick: bool = False, orders: int | None = None, interval_ms: float = 60.0, ccxt_limiter: bool = True
 ) -> dict[str, Any]:
-    n = orders or (1_000 if quick else 10_000)
+    n = orders or (300 if quick else 10_000)
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.latency_wire", "--serve", "--interval-ms", str(interval_ms)],
         stdin=subprocess.PIPE,
@@ -387,7 +387,7 @@ def run(
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="1,000 orders instead of 10,000")
+    ap.add_argument("--quick", action="store_true", help="300 orders instead of 10,000 (about 25 s)")
     ap.add_argument("--orders", type=int, default=None)
     ap.add_argument("--interval-ms", type=float, default=60.0, help="wall ms per market step")
     ap.add_argument("--no-ccxt-limiter", action="store_true", help="ccxt's enableRateLimit off (the floor)")
