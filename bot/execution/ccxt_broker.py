@@ -506,6 +506,9 @@ class CcxtBroker:
             if attempt > self.max_retries:
                 log.error("cancel_unresolved", client_id=order.client_id, error=_short(error))
                 return _with(order, S.UNKNOWN, f"cancel unresolved after {attempt} attempts: {_short(error)}")
+            # one line per failed attempt: a cancel whose answer was lost (timeout, 5xx) is
+            # retried after a lookup, never assumed done; the journal says which and why
+            log.warning("cancel_retry", client_id=order.client_id, attempt=attempt, error=_short(error))
             self.stats["retries"] += 1
             await asyncio.sleep(self._backoff(attempt))
 

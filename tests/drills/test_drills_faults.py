@@ -237,7 +237,7 @@ def test_drill_accept_then_timeout_on_create_and_cancel(drill: Callable[..., Dri
              30, f"the bot to settle the unanswered cancel of {cid}")
     time.sleep(2)
     _finish(d, "accept_then_timeout", expect_hits=("accept_then_timeout", "cancel_accept_then_timeout"),
-            expect_events=("create_ambiguous", "create_adopted", "order_status status=cancelled"))
+            expect_events=("create_ambiguous", "create_adopted", "cancel_retry", "order_status status=cancelled"))
     assert not d.bot.count("cancel_unresolved"), "an unanswered cancel was left unresolved"
 
 
