@@ -348,6 +348,7 @@ class MarketFeed:
         trades: bool = True,
         rng: random.Random | None = None,
         stall_reconnect_s: float = 5.0,
+        trades_stall_s: float = 60.0,
     ) -> None:
         self.exchange = exchange
         self.symbol = symbol
@@ -379,6 +380,12 @@ class MarketFeed:
         self.stall_reconnect_s = stall_reconnect_s
         self._resync_since: float | None = None  # monotonic time of a resync request not yet served
         self.reconnects = 0
+        # a trade stream that went silent while the book flows (ccxt stuck on a frame it could not
+        # parse keeps that connection open but reads nothing) is reconnected after this long
+        self.trades_stall_s = trades_stall_s
+        self.trade_stalls = 0
+        self._last_trade_mono: float | None = None
+        self._last_book_mono: float | None = None
 
     # ------------------------------------------------------------------ health
 
@@ -403,7 +410,7 @@ class MarketFeed:
             self._resync_since = time.monotonic()
         self._set_health(False, f"resync requested: {reason}")
 
-    def _force_reconnect(self, why: str) -> int:
+    def _force_reconnect(self, why: str, stream: str | None = None) -> int:
         """Fail this symbol's market-data websocket(s) as a network error would.
 
         Why: a stream that stalls without closing (ccxt stuck on a message it could not
@@ -424,6 +431,8 @@ class MarketFeed:
             # ccxt keys subscriptions by unified symbol ("orderbook::BTC/USDT") or by stream name
             if not any(self.symbol in str(k) or market_id in str(k).lower() for k in subs):
                 continue
+            if stream == "trades" and not any("trade" in str(k).lower() for k in subs):
+                continue  # only the connection that carries the trades
             log.warning("feed_reconnect", symbol=self.symbol, reason=why)
             client.on_error(ccxt.NetworkError(f"market stream stalled: {why}"))
             n += 1
@@ -562,6 +571,20 @@ class MarketFeed:
             if since is not None and time.monotonic() - since >= self.stall_reconnect_s:
                 self._force_reconnect(f"no book for {time.monotonic() - since:.1f} s after a resync request")
                 self._resync_since = time.monotonic()
+            self._check_trades_stalled(time.monotonic())
+
+    def _check_trades_stalled(self, now: float) -> None:
+        """Reconnect a trade stream that has been silent ``trades_stall_s`` while books arrive."""
+        last_trade, last_book = self._last_trade_mono, self._last_book_mono
+        if not self.with_trades or last_trade is None or last_book is None:
+            return
+        if now - last_book > 2.0 or now - last_trade < self.trades_stall_s:
+            return  # the whole feed is quiet (the book guards handle that), or trades are recent
+        self.trade_stalls += 1
+        log.warning("feed_trades_stalled", symbol=self.symbol, silent_s=round(now - last_trade, 1),
+                    action="reconnect")
+        self._force_reconnect(f"no trade for {now - last_trade:.0f} s while the book updates", stream="trades")
+        self._last_trade_mono = now
 
     # ------------------------------------------------------------------ producer
 
@@ -588,6 +611,7 @@ class MarketFeed:
                 self.on_book_error(exc)  # re-raises a fatal error
                 await asyncio.sleep(self._book_backoff.next_delay())
                 continue
+            self._last_book_mono = time.monotonic()
             ev = self.on_book(ob)
             if ev is None:
                 continue
@@ -598,6 +622,7 @@ class MarketFeed:
     async def _trade_loop(self) -> None:
         import ccxt
 
+        self._last_trade_mono = time.monotonic()
         while not self._stopping:
             try:
                 trades = await self.exchange.watch_trades(self.symbol)
@@ -607,6 +632,7 @@ class MarketFeed:
                 await asyncio.sleep(self._trade_backoff.next_delay())
                 continue
             self._trade_backoff.reset()
+            self._last_trade_mono = time.monotonic()
             for tr in self.on_trades(trades):
                 await self.queue.put(tr)
 

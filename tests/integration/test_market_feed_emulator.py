@@ -172,3 +172,34 @@ def test_bot_record_from_the_emulator(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(10)
+
+
+async def test_a_stalled_trade_stream_is_reconnected_while_the_book_flows() -> None:
+    """A half-sent trade frame leaves ccxt's trade connection open but silent: the feed notices
+    (no trade for trades_stall_s while books arrive), reconnects it, and trades flow again."""
+    async with Emulator(seed=7, symbols=(SYMBOL,)) as emu:
+        ex = make_ccxt_client(emu.base_url, None, None)
+        feed = MarketFeed(ex, SYMBOL, LEVELS, LiveClock(), None, backoff_base_s=0.05, backoff_cap_s=0.2,
+                          trades_stall_s=2.0)
+        task = asyncio.create_task(feed.run())
+        trades_before = trades_after = 0
+        try:
+            async with asyncio.timeout(25):
+                async for ev in feed:
+                    if not isinstance(ev, Trade):
+                        continue
+                    if feed.trade_stalls == 0:
+                        trades_before += 1
+                        if trades_before == 5 and not emu.faults.spec:
+                            emu.set_faults("ws_malformed=1")  # the next market frame, cut in half
+                    else:
+                        trades_after += 1
+                        if trades_after >= 5:
+                            break
+        finally:
+            await feed.stop()
+            await task
+            await ex.close()
+    assert trades_before >= 5
+    assert feed.trade_stalls >= 1, "the silent trade stream was never noticed"
+    assert trades_after >= 5, "trades did not come back after the reconnect"
