@@ -54,13 +54,12 @@ import asyncio
 import contextlib
 import gc
 import statistics
-import subprocess
 import sys
 import time
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
+from bench.child import emulator_child
 from bot.logging import configure_logging
 
 configure_logging("error")  # before the bot's modules bind their loggers
@@ -350,33 +349,11 @@ def run(
     quick: bool = False, orders: int | None = None, interval_ms: float = 60.0, ccxt_limiter: bool = True
 ) -> dict[str, Any]:
     n = orders or (300 if quick else 10_000)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.latency_wire", "--serve", "--interval-ms", str(interval_ms)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    try:
-        assert proc.stdout is not None
-        line = ""
-        while not line.startswith("PORT "):
-            line = proc.stdout.readline()
-            if not line:
-                raise RuntimeError("the emulator child exited before listening")
-        port = int(line.split()[1])
+    with emulator_child("bench.latency_wire", "--interval-ms", str(interval_ms)) as port:
         gc.collect()
         t0 = time.perf_counter()
         res = asyncio.run(_measure(port, n, ccxt_limiter))
         res["wire_seconds"] = round(time.perf_counter() - t0, 1)
-    finally:
-        if proc.stdin is not None:
-            proc.stdin.close()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
     res["wire_setup"] = (
         f"emulator in a child process (one 100 ms market step per {interval_ms:g} ms); "
         "ccxt.pro -> MarketFeed -> TradingCore -> CcxtBroker in this one; ccxt limiter "

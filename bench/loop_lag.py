@@ -23,12 +23,11 @@ import argparse
 import asyncio
 import contextlib
 import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
+from bench.child import emulator_child
 from bot.logging import configure_logging
 
 configure_logging("error")  # before the bot's modules bind their loggers
@@ -138,30 +137,8 @@ def run(
     quick: bool = False, seconds: float | None = None, speed: float = 5000.0, step_ms: int = 100
 ) -> dict[str, Any]:
     secs = seconds or (5.0 if quick else 20.0)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.loop_lag", "--serve", "--speed", str(speed), "--step-ms", str(step_ms)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    try:
-        assert proc.stdout is not None
-        line = ""
-        while not line.startswith("PORT "):
-            line = proc.stdout.readline()
-            if not line:
-                raise RuntimeError("the emulator child exited before listening")
-        port = int(line.split()[1])
+    with emulator_child("bench.loop_lag", "--speed", str(speed), "--step-ms", str(step_ms)) as port:
         res = asyncio.run(_measure(port, secs))
-    finally:
-        if proc.stdin is not None:
-            proc.stdin.close()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
     res["loop_lag_emulator"] = f"subprocess, speed={speed:g}, step_ms={step_ms}"
     return res
 
