@@ -4,18 +4,21 @@
 
 Why this shape: the status server shares the event loop with the trading path, so what
 matters is (a) how long a request waits behind market events and (b) how much the polling
-slows the feed. The loop here runs the real ``OrderBook`` + ``SignalEngine`` + detector on
-the real BTCUSDT recording (synthetic when absent), one event per loop iteration with a
-yield in between (as a websocket feed delivers them), as fast as the CPU allows: a
-saturated loop, the worst case. The provider builds the status dict the way
-``Engine.status()`` does (top-10 book, signals, z-scores, position, orders, 20 decisions).
+slows the feed. The loop here runs the real ``bot.engine.TradingCore`` (book, signals,
+detector, strategy, risk, ``OrderManager``, a ``PaperBroker`` on a ``SimulatedClock``, and a
+real ``StoreWriter`` into a temporary SQLite database, built as ``run_replay`` builds it,
+state ``trading``) on the real BTCUSDT recording (synthetic when absent), one event per loop
+iteration with a yield in between (as a websocket feed delivers them), as fast as the CPU
+allows: a saturated loop, the worst case. The recording is looped with its timestamps shifted
+by its span on each pass (so event time only moves forward). ``/status`` is served by the
+real ``bot.status_server.StatusServer`` with ``TradingCore.status`` as the provider.
 
 Phases: an idle loop (the machine's own noise floor), a paced feed (default 2000 events/s,
 well above one Binance symbol's book + trade rate) and the saturated feed.
 A client in a separate process (as ``bot monitor`` or Prometheus would be) polls
 ``/status`` over a keep-alive connection at ``--rate`` requests per second and records each
-round trip. Reported: latency percentiles (target p99 < 5 ms), the status build + JSON cost
-alone, and the feed's event rate with and without the polling.
+round trip. Reported: latency percentiles (target p99 < 5 ms), the ``status()`` build and
+its JSON cost alone, and the feed's event rate with and without the polling.
 """
 
 from __future__ import annotations
@@ -26,28 +29,29 @@ import http.client
 import multiprocessing as mp
 import statistics
 import sys
+import tempfile
 import time
-from collections import deque
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from bot.config import Settings
-from bot.model import MarketEvent, Trade
-from bot.status_server import StatusServer, dumps_status
+from bot.logging import configure_logging
+
+configure_logging("error")
+
+from bot.config import Settings  # noqa: E402
+from bot.model import MarketEvent  # noqa: E402
+from bot.status_server import StatusServer, dumps_status  # noqa: E402
 
 REAL = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "recordings" / "btcusdt_spot_20240808.jsonl.gz"
 
 
-def _events() -> tuple[str, float | None, list[MarketEvent]]:
+def _events() -> tuple[str, str | None, float | None, list[MarketEvent]]:
     from bot.market.recorder import RecordingReader
 
     if REAL.is_file():
         reader = RecordingReader(REAL)
         evs = list(reader)
-        return REAL.name, reader.header.tick, evs
-    import tempfile
-
+        return REAL.name, reader.header.symbol, reader.header.tick, evs
     from bot.market.synthetic import write_synthetic_recording
 
     with tempfile.TemporaryDirectory() as d:
@@ -55,79 +59,85 @@ def _events() -> tuple[str, float | None, list[MarketEvent]]:
         write_synthetic_recording(p, 300, seed=7)
         reader = RecordingReader(p)
         evs = list(reader)
-    return "synthetic", reader.header.tick, evs
+    return "synthetic", reader.header.symbol, reader.header.tick, evs
 
 
 class _Bot:
-    """The trading path's market side, fed as fast as the loop allows, with a status() like the engine's."""
+    """The real ``TradingCore`` (paper broker, simulated clock, store writer), fed as fast as the loop allows."""
 
-    def __init__(self, events: list[MarketEvent], tick: float | None) -> None:
+    def __init__(self, events: list[MarketEvent], symbol: str | None, tick: float | None, db_dir: str) -> None:
         self.events = events
         self.tick = tick
-        self.settings = Settings()
+        base = Settings()
+        update: dict[str, Any] = {"mode": "paper",
+                                  "store": base.store.model_copy(update={"url": f"sqlite+aiosqlite:///{db_dir}/status.db"})}
+        if symbol and symbol != base.symbol:
+            update["symbol"] = symbol
+        self.settings = base.model_copy(update=update)
         self.processed = 0
-        self.decisions: deque[dict[str, Any]] = deque(maxlen=200)
-        for i in range(200):
-            self.decisions.append({"ts": 1_723_075_200_000 + i, "kind": ("signal", "order", "fill", "risk")[i % 4],
-                                   "text": f"entry long z=+2.{i:02d} buy 0.001 @ 60000.00 ofi-3-{i}"})
-        self._reset()
+        self._ts = [ev.ts for ev in events]
+        self._span = (self._ts[-1] - self._ts[0] + 1000) if events else 0
+        self._pass = 0
+        self.core: Any = None
+        self._engine: Any = None
+        self._writer: Any = None
 
-    def _reset(self) -> None:
-        from bot.market.book import OrderBook
-        from bot.signals.engine import SignalEngine
+    async def start(self) -> None:
+        from bot.clock import SimulatedClock
+        from bot.engine import TradingCore, open_store
+        from bot.execution.paper_broker import PaperBroker
+        from bot.model import ZERO
+        from bot.risk.market_rules import MarketRules
+        from bot.store.writer import StoreWriter
 
-        self.book = OrderBook(tick=self.tick)
-        self.signals = SignalEngine(self.settings, sink=None, tick=self.tick)
+        s = self.settings
+        rules = MarketRules.binance_spot(s.symbol)
+        clock = SimulatedClock(0)
+        self._engine, run_id = await open_store(s, "replay", 0)
+        core_ref: list[Any] = []
+
+        def on_health(ok: bool, reason: str) -> None:
+            if core_ref:
+                core_ref[0].on_store_health(ok, reason)
+
+        self._writer = StoreWriter(self._engine, run_id=run_id, account=s.exchange.account, symbol=s.symbol,
+                                   exchange=s.exchange.id, queue_size=s.store.queue_size, batch_ms=s.store.batch_ms,
+                                   max_buffered=s.store.max_buffered, on_health=on_health)
+        broker = PaperBroker(clock, s.paper, s.symbol)
+        self.core = TradingCore(s, clock=clock, broker=broker, writer=self._writer, run_id=run_id, rules=rules,
+                                tick=self.tick, position_floor=-s.paper.balances.get(s.base, ZERO))
+        core_ref.append(self.core)
+        await self._writer.start()
+        self.core.state = "trading"
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            await self._writer.close()
+        if self._engine is not None:
+            await self._engine.dispose()
+
+    def status(self) -> dict[str, Any]:
+        return self.core.status()  # type: ignore[no-any-return]
 
     async def run(self, stop: asyncio.Event, rate: float = 0.0) -> None:
         """Feed events until ``stop``: ``rate`` events/s, or as fast as possible when 0."""
         t0, n0 = time.perf_counter(), self.processed
+        core, ts, events = self.core, self._ts, self.events
         while not stop.is_set():
-            self._reset()
-            book, eng = self.book, self.signals
-            for ev in self.events:
+            shift = self._pass * self._span
+            for i, ev in enumerate(events):
                 if rate > 0:
                     while self.processed - n0 >= (time.perf_counter() - t0) * rate:
                         await asyncio.sleep(0.0005)
                         if stop.is_set():
                             return
-                if type(ev) is Trade:
-                    eng.on_trade(ev)
-                else:
-                    book.apply(ev)
-                    eng.on_book(book, ev, ev.ts)
-                eng.detector.update(ev.ts)
+                ev.ts = ts[i] + shift  # the recording again, later (event time moves forward)
+                await core.on_event(ev)
                 self.processed += 1
-                self.now = ev.ts
                 await asyncio.sleep(0)  # one feed message per loop turn
                 if stop.is_set():
                     return
-
-    def status(self) -> dict[str, Any]:
-        s = self.settings
-        snap = self.signals.snapshot()
-        zs = {k[2:]: v for k, v in snap.items() if k.startswith("z_")}
-        pos = Decimal("0.01")
-        return {
-            "ts": getattr(self, "now", 0), "run_id": 1, "mode": "paper", "symbol": "BTC/USDT", "account": "default",
-            "state": "trading",
-            "book": {"healthy": self.book.healthy, "reason": self.book.reason, "mid": self.book.mid(),
-                     "spread": self.book.spread(), "microprice": snap.get("microprice"),
-                     "bids": [list(x) for x in self.book.top_bids(10)],
-                     "asks": [list(x) for x in self.book.top_asks(10)], "updates": self.book.updates},
-            "signals": {k: v for k, v in snap.items() if not k.startswith("z_") and k != "state"},
-            "zscores": zs,
-            "detector": {"state": "flat", "combined_z": zs.get("combined"), "entry_z": s.strategy.entry_z,
-                         "exit_z": s.strategy.exit_z, "persistence": s.strategy.persistence},
-            "position": {"amount": str(pos), "avg_price": "59950.00", "realized_pnl": "1.23",
-                         "unrealized_pnl": "-0.40", "fees": "0.12", "equity": "10000.71"},
-            "open_orders": [{"client_id": f"ofi-1-{i}", "side": "buy", "price": "59999.99", "amount": "0.001",
-                             "filled": "0", "status": "acked", "age_ms": 1200} for i in range(2)],
-            "risk": {"halted": False, "halt_kind": None, "halt_reason": None,
-                     "limits": {"position_pct": 20.0, "daily_loss_pct": 0.0, "drawdown_pct": 1.5}},
-            "health": {"feed": "up", "store": "ok", "loop_lag_ms": 0.4},
-            "decisions": list(self.decisions)[-20:],
-        }
+            self._pass += 1
 
 
 def _client(port: int, seconds: float, rate: float, out: Any) -> None:
@@ -192,25 +202,43 @@ async def _measure(bot: _Bot, seconds: float, rate: float, feed_rates: list[floa
         tag = f"feed_{int(fr)}_per_s" if fr > 0 else "feed_saturated"
         for k, v in (await _phase(bot, seconds, rate, fr)).items():
             out[f"{tag}_{k}"] = v
-    # the provider + JSON cost alone (what each request adds to the loop)
+    # the provider + JSON cost alone (what each request adds to the loop), on the core as the
+    # feed left it (book, signals, paper position, orders, decisions populated)
     reps = 2000
     t = time.perf_counter()
     for _ in range(reps):
+        st = bot.status()
+    build = (time.perf_counter() - t) / reps
+    t = time.perf_counter()
+    for _ in range(reps):
         body = dumps_status(bot.status())
+    both = (time.perf_counter() - t) / reps
     out["status_bytes"] = len(body)
-    out["status_build_json_us"] = round((time.perf_counter() - t) / reps * 1e6, 1)
+    out["status_build_us"] = round(build * 1e6, 1)
+    out["status_build_json_us"] = round(both * 1e6, 1)
+    out["core_state"] = st["state"]
+    out["core_counts"] = st["counts"]
     return out
 
 
 def run(quick: bool = False, seconds: float | None = None, rate: float = 200.0,
         feed_rates: list[float] | None = None) -> dict[str, Any]:
-    name, tick, events = _events()
-    bot = _Bot(events, tick)
+    name, symbol, tick, events = _events()
     secs = seconds if seconds is not None else (4.0 if quick else 15.0)
     feed_rates = feed_rates if feed_rates is not None else [2000.0, 0.0]
-    res = asyncio.run(_measure(bot, secs, rate, feed_rates))
+
+    async def go(db_dir: str) -> dict[str, Any]:
+        bot = _Bot(events, symbol, tick, db_dir)
+        await bot.start()
+        try:
+            return await _measure(bot, secs, rate, feed_rates)
+        finally:
+            await bot.close()
+
+    with tempfile.TemporaryDirectory() as d:
+        res = asyncio.run(go(d))
     worst = max(v for k, v in res.items() if k.endswith("p99_ms") and not k.startswith("idle"))
-    return {"data": name, "events": len(events), "client_rate_hz": rate, "seconds_per_phase": secs, **res,
+    return {"data": name, "events": len(events), "provider": "TradingCore.status", "client_rate_hz": rate, "seconds_per_phase": secs, **res,
             "target_p99_ms": 5.0, "ok": worst < 5.0, "python": sys.version.split()[0]}
 
 
