@@ -293,6 +293,19 @@ class RiskAction(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class ReconcileDifference:
+    """One difference reconciliation found between the store and the exchange (a row of
+    ``reconcile_differences``): kind is order_status, order_gone, order_never_arrived,
+    order_unsettled, unknown_order, missing_fill or balance."""
+
+    ts: int
+    symbol: str
+    kind: str
+    detail: str
+    client_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RiskEvent:
     """One risk decision other than a plain accept: what, why, and the numbers behind it."""
 

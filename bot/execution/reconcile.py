@@ -37,7 +37,7 @@ from bot.execution.broker import Broker, ExchangeHalted
 from bot.execution.client_ids import ClientIdFactory
 from bot.execution.orders import OrderManager
 from bot.logging import get_logger
-from bot.model import Balance, Order, OrderStatus
+from bot.model import Balance, Order, OrderStatus, ReconcileDifference
 
 log = get_logger("execution.reconcile")
 
@@ -98,8 +98,10 @@ class Reconciler:
         self.runs = 0
 
     def _diff(self, report: ReconcileReport, kind: str, detail: str, client_id: str | None = None) -> None:
+        """One difference: a log line and a ``reconcile_differences`` row (reviewable with SQL)."""
         report.differences.append(Difference(kind, detail, client_id))
         log.warning("reconcile_difference", kind=kind, client_id=client_id, detail=detail)
+        self.manager.sink.put(ReconcileDifference(self.clock.now_ms(), self.symbol, kind, detail, client_id))
 
     async def sweep_fills(self, report: ReconcileReport | None = None) -> int:
         """Book every trade of ours on the exchange that is not in the store yet; returns how many.

@@ -197,6 +197,22 @@ class RiskEventRow(Base):
     details: Mapped[str] = mapped_column(Text)  # JSON object
 
 
+class ReconcileDifferenceRow(Base):
+    """Every difference reconciliation found between the store and the exchange, and what it was."""
+
+    __tablename__ = "reconcile_differences"
+    __table_args__ = (Index(None, "account", "symbol", "ts"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    account: Mapped[str] = mapped_column(String(64))
+    symbol: Mapped[str] = mapped_column(String(32))
+    ts: Mapped[datetime] = mapped_column(UtcDateTime)
+    kind: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text)
+    client_id: Mapped[str | None] = mapped_column(String(64))
+
+
 class BalanceRow(Base):
     """Free and locked balance per currency at a moment."""
 
@@ -257,5 +273,6 @@ fills = metadata.tables["fills"]
 positions = metadata.tables["positions"]
 signals = metadata.tables["signals"]
 risk_events = metadata.tables["risk_events"]
+reconcile_differences = metadata.tables["reconcile_differences"]
 balances = metadata.tables["balances"]
 markouts = metadata.tables["markouts"]

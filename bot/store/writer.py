@@ -49,6 +49,7 @@ from bot.model import (
     OrderEvent,
     OrderStatus,
     Position,
+    ReconcileDifference,
     RiskEvent,
 )
 from bot.store import tables as t
@@ -58,8 +59,9 @@ from bot.store.types import ms_to_dt, quantize
 
 log = get_logger("bot.store.writer")
 
-Record = Order | OrderEvent | Fill | Position | Balance | ImbalanceSignal | RiskEvent | Markout
-RECORD_TYPES: tuple[type, ...] = (Order, OrderEvent, Fill, Position, Balance, ImbalanceSignal, RiskEvent, Markout)
+Record = Order | OrderEvent | Fill | Position | Balance | ImbalanceSignal | RiskEvent | Markout | ReconcileDifference
+RECORD_TYPES: tuple[type, ...] = (Order, OrderEvent, Fill, Position, Balance, ImbalanceSignal, RiskEvent, Markout,
+                                  ReconcileDifference)
 HealthCallback = Callable[[bool, str], None]
 
 _IN_CHUNK = 500  # trade ids per "already stored?" query (below every engine's parameter limit)
@@ -518,6 +520,11 @@ class StoreWriter:
             }
         if isinstance(r, RiskEvent):
             return t.risk_events, risk_event_row(self.run_id, self.account, self.symbol, r)
+        if isinstance(r, ReconcileDifference):
+            return t.reconcile_differences, {
+                "run_id": self.run_id, "account": self.account, "symbol": r.symbol, "ts": ms_to_dt(r.ts),
+                "kind": r.kind, "detail": r.detail, "client_id": r.client_id,
+            }
         if isinstance(r, Markout):
             return t.markouts, {
                 "run_id": self.run_id, "account": self.account, "exchange": self.exchange, "symbol": r.symbol,

@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from sqlalchemy import text
 
 from bot.clock import LiveClock
 from bot.emulator import Emulator, make_ccxt_client
@@ -245,6 +246,12 @@ async def test_restart_with_open_orders_reconciles_before_trading(h: Harness, ca
             assert emu_open == {mine.client_id, "manual-1"}
             assert h.om.orders["manual-1"].status is S.ACKED
         assert h.om.ids.seq == 0  # reconciled before this run placed any order
+        # every difference is a row too, reviewable with SQL
+        await h.writer.flush()
+        async with h.engine.connect() as conn:
+            rows = (await conn.execute(text(
+                "SELECT kind, client_id, run_id FROM reconcile_differences ORDER BY id"))).all()
+        assert [(r[0], r[1], r[2]) for r in rows] == [("unknown_order", "manual-1", h.run_id)]
     finally:
         await h.stop_bot()
 
