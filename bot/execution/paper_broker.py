@@ -294,13 +294,7 @@ class PaperBroker:
         self._locked[live.lock_ccy] -= share
         self._free[live.lock_ccy] += share
         live.locked -= share
-        if order.side is Side.BUY:
-            self._free[self.quote] -= notional
-            self._free[self.base] += amount
-        else:
-            self._free[self.base] -= amount
-            self._free[self.quote] += notional
-        self._free[fee_ccy] -= fee
+        self._settle(order.side, amount, notional, fee, fee_ccy)
         self._trade_seq += 1
         fill = Fill(
             trade_id=f"{self.id_prefix}-t{self._trade_seq}",
@@ -331,16 +325,19 @@ class PaperBroker:
         would, or the paper balances and the engine's position part ways after every restart.
         """
         for f in fills:
-            if f.symbol != self.symbol:
-                continue
-            if f.side is Side.BUY:
-                self._free[self.base] += f.amount
-                self._free[self.quote] -= f.notional
-            else:
-                self._free[self.base] -= f.amount
-                self._free[self.quote] += f.notional
-            self._free[f.fee_currency] = self._free.get(f.fee_currency, ZERO) - f.fee
-            self._locked.setdefault(f.fee_currency, ZERO)
+            if f.symbol == self.symbol:
+                self._settle(f.side, f.amount, f.notional, f.fee, f.fee_currency)
+
+    def _settle(self, side: Side, amount: Decimal, notional: Decimal, fee: Decimal, fee_ccy: str) -> None:
+        """Move the free balances for one execution: base against quote, then the fee."""
+        if side is Side.BUY:
+            self._free[self.quote] -= notional
+            self._free[self.base] += amount
+        else:
+            self._free[self.base] -= amount
+            self._free[self.quote] += notional
+        self._free[fee_ccy] = self._free.get(fee_ccy, ZERO) - fee
+        self._locked.setdefault(fee_ccy, ZERO)
 
     def _crosses(self, order: Order, book: BookView) -> bool:
         if order.type is OrderType.MARKET or order.price is None:
