@@ -326,16 +326,12 @@ def emulator_serve(
 ) -> None:
     """Serve a Binance-spot-compatible exchange on 127.0.0.1 (REST, websockets, admin API)."""
     import asyncio
-    import ipaddress
     import signal
 
     from bot.emulator import Emulator, FaultSpecError
+    from bot.status_server import is_loopback
 
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    if not is_loopback(host):
         typer.echo(f"--host {host}: refused, the emulator's admin API (/_emulator) has no authentication; "
                    "bind it to a loopback address (127.0.0.1, ::1 or localhost)", err=True)
         raise typer.Exit(2)
