@@ -6,11 +6,13 @@ bot it measures. The child prints ``PORT <n>`` once listening and exits when its
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 @contextmanager
@@ -39,3 +41,15 @@ def emulator_child(module: str, *args: str) -> Iterator[int]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+async def serve_until_stdin_closes(emu: Any, port: int) -> None:
+    """The child's side: start ``emu`` on ``port``, print ``PORT <n>``, stop when stdin closes."""
+    real = await emu.start(port=port)
+    print(f"PORT {real}", flush=True)
+    done = asyncio.Event()
+    asyncio.get_running_loop().add_reader(sys.stdin.fileno(), done.set)  # parent closes stdin -> stop
+    try:
+        await done.wait()
+    finally:
+        await emu.stop()

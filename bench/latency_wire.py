@@ -54,12 +54,11 @@ import asyncio
 import contextlib
 import gc
 import statistics
-import sys
 import time
 from decimal import Decimal
 from typing import Any
 
-from bench.child import emulator_child
+from bench.child import emulator_child, serve_until_stdin_closes
 from bot.logging import configure_logging
 
 configure_logging("error")  # before the bot's modules bind their loggers
@@ -140,15 +139,7 @@ def _stamped_emulator_cls() -> type:
 
 async def _serve(port: int, interval_ms: float) -> None:
     emu = _stamped_emulator_cls()(speed=STEP_MS / interval_ms, step_ms=STEP_MS, symbols=(SYMBOL,))
-    real = await emu.start(port=port)
-    print(f"PORT {real}", flush=True)
-    loop = asyncio.get_running_loop()
-    done = asyncio.Event()
-    loop.add_reader(sys.stdin.fileno(), done.set)  # parent closes stdin -> stop
-    try:
-        await done.wait()
-    finally:
-        await emu.stop()
+    await serve_until_stdin_closes(emu, port)
 
 
 # --------------------------------------------------------------------------- parent: the bot

@@ -23,11 +23,10 @@ import argparse
 import asyncio
 import contextlib
 import statistics
-import sys
 import time
 from typing import Any
 
-from bench.child import emulator_child
+from bench.child import emulator_child, serve_until_stdin_closes
 from bot.logging import configure_logging
 
 configure_logging("error")  # before the bot's modules bind their loggers
@@ -55,16 +54,7 @@ def _pct(xs: list[float], p: float) -> float:
 async def _serve(port: int, speed: float, step_ms: int) -> None:
     from bot.emulator.server import Emulator
 
-    emu = Emulator(speed=speed, step_ms=step_ms, symbols=(SYMBOL,))
-    real = await emu.start(port=port)
-    print(f"PORT {real}", flush=True)
-    loop = asyncio.get_running_loop()
-    done = asyncio.Event()
-    loop.add_reader(sys.stdin.fileno(), done.set)  # parent closes stdin -> stop
-    try:
-        await done.wait()
-    finally:
-        await emu.stop()
+    await serve_until_stdin_closes(Emulator(speed=speed, step_ms=step_ms, symbols=(SYMBOL,)), port)
 
 
 async def _measure(port: int, seconds: float) -> dict[str, Any]:
