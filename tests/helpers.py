@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import socket
+from typing import Any
+
+T0 = 1_723_075_200_000
 
 
 def free_port() -> int:
@@ -10,3 +13,26 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def paper_core(settings: Any, t0: int = T0) -> tuple[Any, Any]:
+    """The real TradingCore with the paper broker and a started StoreWriter (the runner's own
+    ``open_store``/``_writer``) under a simulated clock, trading, after one first book snapshot
+    (60000 / 60001). Returns (core, database engine); close ``core.writer`` and dispose the engine."""
+    from bot.clock import SimulatedClock
+    from bot.engine import TradingCore, _writer, open_store
+    from bot.execution.paper_broker import PaperBroker
+    from bot.model import BookSnapshot
+    from bot.risk.market_rules import MarketRules
+
+    clock = SimulatedClock(t0)
+    engine, run_id = await open_store(settings, "paper", t0)
+    ref: list[TradingCore] = []
+    writer = _writer(settings, engine, run_id, ref)
+    core = TradingCore(settings, clock=clock, broker=PaperBroker(clock, settings.paper, settings.symbol),
+                       writer=writer, run_id=run_id, rules=MarketRules.binance_spot(settings.symbol))
+    ref.append(core)
+    await writer.start()
+    core.state = "trading"
+    await core.on_event(BookSnapshot(ts=t0, bids=[(60000.0, 1.0)], asks=[(60001.0, 1.0)], seq=1, recv=t0))
+    return core, engine

@@ -13,28 +13,17 @@ from pathlib import Path
 
 from bot.clock import SimulatedClock
 from bot.config import settings_from_dict
-from bot.engine import STORE_DOWN_HALT_MS, TradingCore, _writer, open_store
-from bot.execution.paper_broker import PaperBroker
-from bot.model import BookSnapshot
-from bot.risk.market_rules import MarketRules
+from bot.engine import STORE_DOWN_HALT_MS, TradingCore
 from bot.store import queries
+
+from helpers import paper_core
 
 T0 = 1_723_075_200_000
 
 
 async def _core(tmp_path: Path) -> tuple[TradingCore, object, Path]:
     db = tmp_path / "bot.db"
-    settings = settings_from_dict({"store": {"url": f"sqlite+aiosqlite:///{db}"}}, env={})
-    clock = SimulatedClock(T0)
-    engine, run_id = await open_store(settings, "paper", T0)
-    ref: list[TradingCore] = []
-    writer = _writer(settings, engine, run_id, ref)
-    core = TradingCore(settings, clock=clock, broker=PaperBroker(clock, settings.paper, settings.symbol),
-                       writer=writer, run_id=run_id, rules=MarketRules.binance_spot(settings.symbol))
-    ref.append(core)
-    await writer.start()
-    core.state = "trading"
-    await core.on_event(BookSnapshot(ts=T0, bids=[(60000.0, 1.0)], asks=[(60001.0, 1.0)], seq=1, recv=T0))
+    core, engine = await paper_core(settings_from_dict({"store": {"url": f"sqlite+aiosqlite:///{db}"}}, env={}), T0)
     return core, engine, db
 
 

@@ -13,13 +13,11 @@ from typing import Any
 
 import pytest
 
-from bot.clock import SimulatedClock
 from bot.config import settings_from_dict
-from bot.engine import TradingCore, _writer, open_store
-from bot.execution.paper_broker import PaperBroker
 from bot.logging import configure_logging
 from bot.model import BookSnapshot, Fill, Liquidity, Side
-from bot.risk.market_rules import MarketRules
+
+from helpers import paper_core
 
 T0 = 1_723_075_200_000
 
@@ -35,17 +33,9 @@ async def test_a_daily_loss_halt_logs_risk_halt_once_with_its_numbers(
     configure_logging(json=True)
     settings = settings_from_dict({"store": {"url": f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"},
                                    "risk": {"max_daily_loss": 100}}, env={})
-    clock = SimulatedClock(T0)
-    engine, run_id = await open_store(settings, "paper", T0)
-    ref: list[TradingCore] = []
-    writer = _writer(settings, engine, run_id, ref)
-    core = TradingCore(settings, clock=clock, broker=PaperBroker(clock, settings.paper, settings.symbol),
-                       writer=writer, run_id=run_id, rules=MarketRules.binance_spot(settings.symbol))
-    ref.append(core)
-    await writer.start()
-    core.state = "trading"
+    core, engine = await paper_core(settings, T0)
+    writer = core.writer
     try:
-        await core.on_event(BookSnapshot(ts=T0, bids=[(60000.0, 1.0)], asks=[(60001.0, 1.0)], seq=1, recv=T0))
         await core.om.on_fill_update(Fill("t1", "manual-1", "BTC/USDT", Side.BUY, Decimal("60000.5"),
                                           Decimal("0.01"), Decimal("0"), "USDT", Liquidity.TAKER, T0))
         capsys.readouterr()
