@@ -2,10 +2,43 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from typing import Any
 
 T0 = 1_723_075_200_000
+
+
+def json_lines(text: str, *, strict: bool = False) -> list[dict[str, Any]]:
+    """The JSON log lines of ``text`` (lines starting with ``{``). A line that does not parse
+    is skipped (another process's output can interleave), or raises with ``strict``."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                if strict:
+                    raise
+    return out
+
+
+class ListSink:
+    """The order manager's record sink as a list (``put`` and ``durable`` both append)."""
+
+    def __init__(self) -> None:
+        self.records: list[object] = []
+
+    def put(self, record: object) -> None:
+        self.records.append(record)
+
+    async def durable(self, record: object) -> None:
+        self.records.append(record)
+
+    def fills(self) -> list[Any]:
+        from bot.model import Fill
+
+        return [r for r in self.records if isinstance(r, Fill)]
 
 
 def free_port() -> int:

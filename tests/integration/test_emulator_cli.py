@@ -4,7 +4,6 @@ admin API (``/_emulator``) has no authentication."""
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -20,20 +19,12 @@ from bot.emulator import make_ccxt_client
 from bot.market.synthetic import write_synthetic_recording
 
 from fixtures_emulator import EMU_KEY, EMU_SECRET
-from helpers import free_port
+from helpers import free_port, json_lines
 
 SYM = "BTC/USDT"
 
 
-def _events(text: str) -> list[dict[str, Any]]:
-    out = []
-    for line in text.splitlines():
-        if line.startswith("{"):
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-    return out
+_events = json_lines
 
 
 def _serve(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[bytes], Path]:

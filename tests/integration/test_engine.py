@@ -19,6 +19,8 @@ from bot.config import settings_from_dict
 from bot.engine import run_replay
 from bot.market.synthetic import write_synthetic_recording
 
+from helpers import json_lines
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -169,16 +171,7 @@ def test_bot_run_notifies_ready_watchdog_stopping(tmp_path: Path) -> None:
 
 
 def _events(path: Path) -> list[dict[str, object]]:
-    import json
-
-    out = []
-    for line in path.read_text(errors="replace").splitlines():
-        if line.startswith("{"):
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-    return out
+    return json_lines(path.read_text(errors="replace"))
 
 
 def _wait_event(path: Path, bot: subprocess.Popen[str], event: str, n: int = 1, timeout: float = 40) -> dict[str, object]:

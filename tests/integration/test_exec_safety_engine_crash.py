@@ -9,7 +9,6 @@ task -- which runs outside the engine's TaskGroup -- dies.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -26,13 +25,11 @@ from bot.logging import configure_logging
 from bot.model import Balance, OrderRequest, OrderStatus, Side
 from bot.store.writer import StoreWriter
 
+from helpers import json_lines
+
 
 def _json_lines(out: str) -> list[dict[str, Any]]:
-    lines = []
-    for line in out.splitlines():
-        if line.startswith("{"):
-            lines.append(json.loads(line))
-    return lines
+    return json_lines(out, strict=True)
 
 
 async def _until(cond: Callable[[], bool], what: str) -> None:

@@ -6,7 +6,6 @@ simulated clock; the JSON log lines are read back from stdout.
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,14 +16,13 @@ from bot.config import settings_from_dict
 from bot.logging import configure_logging
 from bot.model import BookSnapshot, Fill, Liquidity, Side
 
-from helpers import paper_core
+from helpers import json_lines, paper_core
 
 T0 = 1_723_075_200_000
 
 
 def _events(out: str, name: str) -> list[dict[str, Any]]:
-    return [e for e in (json.loads(line) for line in out.splitlines() if line.startswith("{"))
-            if e.get("event") == name]
+    return [e for e in json_lines(out, strict=True) if e.get("event") == name]
 
 
 async def test_a_daily_loss_halt_logs_risk_halt_once_with_its_numbers(

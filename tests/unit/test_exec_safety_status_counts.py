@@ -14,18 +14,9 @@ from bot.model import BookSnapshot, Direction, ImbalanceSignal
 from bot.risk.market_rules import MarketRules
 from bot.status_server import dumps_status, prometheus_text
 
+from helpers import ListSink
+
 T0 = 1_723_075_200_000
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.records: list[object] = []
-
-    def put(self, record: object) -> None:
-        self.records.append(record)
-
-    async def durable(self, record: object) -> None:
-        self.records.append(record)
 
 
 def _samples(text: str) -> dict[str, str]:
@@ -35,7 +26,7 @@ def _samples(text: str) -> dict[str, str]:
 async def test_skipped_for_cost_is_in_status_and_prometheus() -> None:
     settings = settings_from_dict({"strategy": {"cost_gate": True}}, env={})
     clock = SimulatedClock(T0)
-    sink: Any = Sink()
+    sink: Any = ListSink()
     core = TradingCore(settings, clock=clock, broker=PaperBroker(clock, settings.paper, settings.symbol),
                        writer=sink, run_id=1, rules=MarketRules.binance_spot(settings.symbol))
     core.state = "trading"

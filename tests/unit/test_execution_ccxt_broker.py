@@ -21,6 +21,8 @@ from bot.execution.orders import OrderManager
 from bot.execution.reconcile import Reconciler
 from bot.model import Fill, Liquidity, OrderRequest, OrderStatus, Side
 
+from helpers import ListSink
+
 S = OrderStatus
 
 
@@ -147,18 +149,7 @@ class FakeExchange:
         self.base_btc += D(amount) * (1 if raw["side"] == "buy" else -1)
 
 
-class Sink:
-    def __init__(self) -> None:
-        self.records: list[object] = []
-
-    def put(self, record: object) -> None:
-        self.records.append(record)
-
-    async def durable(self, record: object) -> None:
-        self.records.append(record)
-
-    def fills(self) -> list[Fill]:
-        return [r for r in self.records if isinstance(r, Fill)]
+Sink = ListSink
 
 
 def _make(fake: FakeExchange, max_retries: int = 3) -> tuple[CcxtBroker, OrderManager, Sink]:
