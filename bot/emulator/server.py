@@ -54,6 +54,14 @@ HOLD_S = 600.0  # how long a "timed out" request is held (or until the emulator 
 RETRY_GRACE_S = 0.5  # requests already on their way when a 429/418 went out are not counted
 
 
+async def _admin_params(request: web.Request) -> dict[str, Any]:
+    """An admin POST's parameters: the query string, overridden by a JSON body if there is one."""
+    q: dict[str, Any] = dict(request.query)
+    if request.can_read_body and request.content_type == "application/json":
+        q |= dict(orjson.loads(await request.read()) or {})
+    return q
+
+
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
         body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
@@ -256,13 +264,7 @@ class Emulator:
             raise ValueError(f"{symbol}: pressure needs the synthetic market, not a recording")
         if direction not in (1, -1) or not 0 < seconds <= 600:
             raise ValueError("direction must be 1 or -1 and seconds in (0, 600]")
-        m = src.m
-        start = m.now_ms
-        end = start + int(seconds * 1000)
-        keep = [r for r in m.regimes if r.end_ms < start or r.start_ms > end]
-        regime = Regime(start, end, direction)
-        m.regimes[:] = sorted([*keep, regime], key=lambda r: r.start_ms)
-        m._regime_idx = 0  # the market scans forward from its index; the list changed under it
+        regime = src.m.start_regime(direction, seconds)
         log.info("emulator_pressure", symbol=symbol, direction=direction, seconds=seconds)
         return regime
 
@@ -1195,9 +1197,7 @@ class Emulator:
 
     async def h_admin_fill(self, request: web.Request) -> web.Response:
         """``POST /_emulator/fill`` with ``symbol``, ``orderId`` or ``clientOrderId``, optional ``qty``."""
-        q: dict[str, Any] = dict(request.query)
-        if request.can_read_body and request.content_type == "application/json":
-            q |= dict(orjson.loads(await request.read()) or {})
+        q = await _admin_params(request)
         try:
             oid = q.get("orderId")
             raw_qty = q.get("qty")
@@ -1208,9 +1208,7 @@ class Emulator:
         return _json(f.admin_json())
 
     async def h_admin_pressure(self, request: web.Request) -> web.Response:
-        q: dict[str, Any] = dict(request.query)
-        if request.can_read_body and request.content_type == "application/json":
-            q |= dict(orjson.loads(await request.read()) or {})
+        q = await _admin_params(request)
         try:
             sym = str(q.get("symbol", self.symbols[0]))
             regime = self.pressure(sym, int(q.get("direction", 1)), float(q.get("seconds", 10)))

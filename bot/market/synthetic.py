@@ -161,6 +161,16 @@ class SyntheticMarket:
             return regs[i].direction
         return 0
 
+    def start_regime(self, direction: int, seconds: float) -> Regime:
+        """A pressure episode from now for ``seconds``; it replaces the planned episodes it overlaps."""
+        start = self.now_ms
+        end = start + int(seconds * 1000)
+        regime = Regime(start, end, direction)
+        keep = [r for r in self.regimes if r.end_ms < start or r.start_ms > end]
+        self.regimes[:] = sorted([*keep, regime], key=lambda r: r.start_ms)
+        self._regime_idx = 0  # direction_at scans forward from its index; the list changed under it
+        return regime
+
     def _price(self, ticks: int) -> float:
         return round(ticks * self.tick, self._pdec)
 
