@@ -101,7 +101,7 @@ class _Bot:
                 core_ref[0].on_store_health(ok, reason)
 
         self._writer = StoreWriter(self._engine, run_id=run_id, account=s.exchange.account, symbol=s.symbol,
-                                   exchange=s.exchange.id, queue_size=s.store.queue_size, batch_ms=s.store.batch_ms,
+                                   mode="replay", venue=s.venue, exchange=s.exchange.id, queue_size=s.store.queue_size, batch_ms=s.store.batch_ms,
                                    max_buffered=s.store.max_buffered, on_health=on_health)
         broker = PaperBroker(clock, s.paper, s.symbol)
         self.core = TradingCore(s, clock=clock, broker=broker, writer=self._writer, run_id=run_id, rules=rules,

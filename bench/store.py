@@ -55,9 +55,9 @@ async def _measure(url: str, n_fills: int, n_signals: int) -> tuple[float, float
     engine = make_engine(url)
     try:
         run_id = await create_run(engine, mode="bench", config_hash="", version="", account="bench",
-                                  symbol="BTC/USDT", exchange="binance", started_ms=T0)
+                                  symbol="BTC/USDT", exchange="binance", venue="binance", started_ms=T0)
         pairs = _fills(n_fills)
-        w = StoreWriter(engine, run_id=run_id, account="bench", symbol="BTC/USDT",
+        w = StoreWriter(engine, run_id=run_id, account="bench", symbol="BTC/USDT", mode="bench", venue="binance",
                         queue_size=10 * n_fills, max_buffered=10 * n_fills + 10)
         await w.start()
         t = time.perf_counter()

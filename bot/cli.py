@@ -130,7 +130,8 @@ def resume(
     now_ms = time.time_ns() // 1_000_000
     try:
         halt, ev = asyncio.run(
-            resume_persisted(settings.store.url, settings.exchange.account, settings.symbol, now_ms)
+            resume_persisted(settings.store.url, settings.exchange.account, settings.symbol, now_ms,
+                             mode=settings.mode, venue=settings.venue)
         )
     except Exception as exc:  # the store is unreachable or has no schema: say so, exit 1
         typer.echo(f"cannot read the risk state from the store: {type(exc).__name__}: {exc}", err=True)

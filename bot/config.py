@@ -184,6 +184,16 @@ class PaperSettings(_Section):
 
 class ExecutionSettings(_Section):
     cancel_unknown: bool = False  # cancel open orders on the exchange that this bot did not place
+    # Client order ids are <prefix>-<run>-<seq>; an order is this bot's if its id has this prefix
+    # (or it is in the bot's orders table). "" = derived from account, symbol and mode.
+    client_id_prefix: str = ""
+
+    @field_validator("client_id_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if v and not re.fullmatch(r"[A-Za-z0-9]{1,8}", v):
+            raise ValueError(f"must be 1-8 letters or digits, or empty to derive it (got {v!r})")
+        return v
     reconcile_interval: Duration = 30.0
     max_retries: PosInt = 5
     cancel_on_stop: bool = True
@@ -235,12 +245,45 @@ class Settings(_Section):
         return self
 
     @property
+    def client_id_prefix(self) -> str:
+        """This instance's client-id prefix: ``[execution] client_id_prefix``, else ``ofi`` and
+        four base-36 characters of a hash of (account, symbol, mode), so that two instances on
+        one account never take each other's orders for their own (``bot.execution.ownership``)."""
+        if self.execution.client_id_prefix:
+            return self.execution.client_id_prefix
+        digest = int(hashlib.sha256(f"{self.exchange.account}|{self.symbol}|{self.mode}".encode()).hexdigest(), 16)
+        alphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
+        tag = ""
+        for _ in range(4):
+            digest, r = divmod(digest, 36)
+            tag += alphabet[r]
+        return f"ofi{tag}"
+
+    @property
     def base(self) -> str:
         return self.symbol.split("/")[0]
 
     @property
     def quote(self) -> str:
         return self.symbol.split("/")[1]
+
+    @property
+    def venue(self) -> str:
+        """Where orders go, as the store keys orders, fills, positions and halts by it.
+
+        The exchange id, then ``@<url>`` when ``[exchange] url`` is set
+        (``binance@http://127.0.0.1:8765``: an emulator or proxy), else ``:sandbox`` when
+        ``sandbox`` is true (``binance:sandbox``: the exchange's testnet), else the bare id
+        (``binance``: the real exchange). Together with ``mode`` it keeps a paper, testnet
+        and live history on one account apart: a run never reads another venue's position
+        or halt, and a trade id is unique per (venue, symbol) only.
+        """
+        ex = self.exchange
+        if ex.url:
+            return f"{ex.id}@{ex.url}"
+        if ex.sandbox:
+            return f"{ex.id}:sandbox"
+        return ex.id
 
     def config_hash(self) -> str:
         """Stable hash of the effective config (secrets excluded), stored in ``runs``."""

@@ -17,7 +17,7 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -119,6 +119,11 @@ class EngineTaskFailed(RuntimeError):
         super().__init__(f"task {task!r} failed: {type(error).__name__}: {error}"[:500])
 
 
+class StartupStopped(Exception):
+    """A stop was requested before the engine was trading (while the exchange was first read):
+    ``LiveRunner.run`` ends the run cleanly, exit code 0."""
+
+
 class _ShutdownSink:
     """The order manager's sink during shutdown: the writer, or a log line per record once the
     writer is dead (records of the final cancels still reach the journal, never vanish)."""
@@ -174,6 +179,7 @@ class TradingCore:
         fills: Iterable[Fill] = (),
         warmup_s: float | None = None,
         position_floor: Decimal | None = None,
+        own_client_ids: Iterable[str] = (),
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -198,12 +204,13 @@ class TradingCore:
             broker,
             writer,
             clock,
-            ClientIdFactory(run_id),
+            ClientIdFactory(run_id, settings.client_id_prefix),
             self.symbol,
             on_fill=self._on_fill,
             on_order=self._on_order,
             orders=orders,
             fills=fills,
+            own_client_ids=own_client_ids,
         )
         self.actions = _KillActions(self)
         self.markouts = MarkoutTracker()
@@ -211,16 +218,20 @@ class TradingCore:
         self._edge_due: deque[tuple[int, int, float, float]] = deque()
         self.state = "starting"
         self.feed_up = True
-        self.feed_down_since: int | None = None
+        # Durations run on the monotonic clock (clock.mono_ms), wall time only stamps rows (clock.py).
+        self.feed_down_since: int | None = None  # monotonic ms
         self.store_healthy = True
-        self.store_down_since: int | None = None
+        self.store_down_since: int | None = None  # monotonic ms
+        # monotonic ms at which each open order was placed: its age for order_ttl and /status
+        self._placed_mono: dict[str, int] = {}
+        self._event_ts = 0  # the largest event ts seen (markouts are timed in event time)
         self._ban_cleanup: asyncio.Task[None] | None = None
         self.events = 0
         self.counts = {"orders": 0, "fills": 0, "signals": 0, "risk_events": 0, "skipped_for_cost": 0}
         self.decisions: deque[Decision] = deque(maxlen=50)
         self._dirty = False
-        self._next_decide = 0
-        self._next_guard = 0
+        self._next_decide = 0  # monotonic ms
+        self._next_guard = 0  # monotonic ms
         self._last_signal: ImbalanceSignal | None = None
         self.loop_lag_ms = 0.0
 
@@ -248,6 +259,7 @@ class TradingCore:
         elif order.status in (OrderStatus.ACKED, OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED):
             self.limits.on_accepted()
         if order.status.is_terminal:
+            self._placed_mono.pop(order.client_id, None)
             self._dirty = True
 
     def _decision(self, ts: int, kind: str, text: str) -> None:
@@ -258,12 +270,13 @@ class TradingCore:
 
         Nothing is lost while paused (the writer holds every record in memory and retries);
         orders already working stay working and their fills are booked when the store is back.
-        A pause that outlasts STORE_DOWN_HALT_MS becomes a kill-switch halt in ``_guard``.
+        A pause that outlasts STORE_DOWN_HALT_MS (monotonic) becomes a kill-switch halt in ``_guard``.
         """
-        now = self.clock.now_ms()
+        now = self.clock.now_ms()  # the rows' stamp
+        mono = self.clock.mono_ms()  # the outage's duration
         self.store_healthy = ok
         if not ok and self.store_down_since is None:
-            self.store_down_since = now
+            self.store_down_since = mono
             if not self.killswitch.halted:
                 ev = RiskEvent(ts=now, action=RiskAction.PAUSE, kind="store_unavailable",
                                reason=f"{reason}: no new orders, records held in memory until the store is back",
@@ -271,7 +284,7 @@ class TradingCore:
                 self._risk_event(ev)
                 log.warning("trading_paused", kind=ev.kind, reason=ev.reason)
         elif ok and self.store_down_since is not None:
-            down_s = (now - self.store_down_since) / 1000
+            down_s = (mono - self.store_down_since) / 1000
             self.store_down_since = None
             if not self.killswitch.halted:
                 ev = RiskEvent(ts=now, action=RiskAction.UNPAUSE, kind="store_unavailable",
@@ -280,6 +293,15 @@ class TradingCore:
                 self._risk_event(ev)
                 log.info("trading_resumed", kind=ev.kind, reason=ev.reason)
             self._dirty = True
+
+    def on_feed_health(self, up: bool) -> None:
+        """The market feed's health: down refuses new orders at once (``MarketState.feed_up``);
+        down for FEED_DOWN_HALT_MS of monotonic time trips the kill switch in ``_guard``."""
+        self.feed_up = up
+        if up:
+            self.feed_down_since = None
+        elif self.feed_down_since is None:
+            self.feed_down_since = self.clock.mono_ms()
 
     async def on_exchange_ban(self, reason: str) -> None:
         """A 418: a persisted halt at once; open orders are cancelled when the ban runs out.
@@ -355,9 +377,14 @@ class TradingCore:
     # ------------------------------------------------------------------ the hot path
 
     async def on_event(self, ev: MarketEvent) -> None:
+        # Two times: ``ts``, the event's (exchange) time, for the market's own measures (signals,
+        # volatility, markouts, paper fills); ``now``, the monotonic clock, for every timer of the
+        # bot (max_hold, order_ttl, decision and guard cadences). In replay both are event time.
         ts = ev.ts
         if isinstance(self.clock, SimulatedClock):
             ts = self.clock.advance(ts)
+        if ts > self._event_ts:
+            self._event_ts = ts
         self.events += 1
         paper = self.paper
         if type(ev) is Trade:
@@ -375,13 +402,14 @@ class TradingCore:
         mid = self.book.mid()
         if mid is not None and (self.markouts.pending or self._edge_due):
             self._follow_up(ts, mid)
-        self.strategy.on_tick(ts, mid)
+        now = self.clock.mono_ms()
+        self.strategy.on_tick(ts, mid, now)
         if sig is not None and sig.kind in ("entry", "exit"):
-            self._on_detector(sig, mid)
-        if ts >= self._next_guard:
+            self._on_detector(sig, mid, now)
+        if now >= self._next_guard:
             await self._guard()
-        if self._dirty or ts >= self._next_decide:
-            await self.decide(ts)
+        if self._dirty or now >= self._next_decide:
+            await self.decide(now)
 
     def _micro(self) -> float | None:
         bb, ba = self.book.best_bid(), self.book.best_ask()
@@ -405,18 +433,21 @@ class TradingCore:
 
         The ones whose horizon has passed get the current mid (complete); the rest the current
         mid with ``complete=False`` (the table's ``mid`` is NOT NULL). Returns how many rows.
+        Horizons are event time, like the fills' ``ts`` they count from: "passed" means by the
+        latest event seen, never by the local wall clock (which can step).
         """
         mid = self.book.mid()
         rows = []
         if mid is not None and self.markouts.pending:
             # the tracker may not have seen a mid since the last fill (it only looks while waiting)
-            rows = self.markouts.on_mid(self.clock.now_ms(), mid, self._micro())
+            rows = self.markouts.on_mid(self._event_ts, mid, self._micro())
         rows += self.markouts.flush_pending()
         for m in rows:
             self.writer.put(m)
         return len(rows)
 
-    def _on_detector(self, sig: ImbalanceSignal, mid: float | None) -> None:
+    def _on_detector(self, sig: ImbalanceSignal, mid: float | None, now: int | None = None) -> None:
+        """An entry/exit signal; ``now`` is the monotonic time it was seen (default: the clock's)."""
         self.counts["signals"] += 1
         self._last_signal = sig
         self._decision(sig.ts, "signal", f"{sig.kind} {sig.direction.name.lower()} z={sig.strength:+.2f}")
@@ -427,7 +458,8 @@ class TradingCore:
         spread = self.book.spread() or 0.0
         if sig.kind == "entry":
             self._edge_due.append((sig.ts + EDGE_HORIZON_MS, int(sig.direction), mid, sig.strength))
-        if not self.strategy.on_signal(sig, self.exposure, mid, spread / 2 / mid * 1e4):
+        now = self.clock.mono_ms() if now is None else now
+        if not self.strategy.on_signal(sig, self.exposure, mid, spread / 2 / mid * 1e4, now_ms=now):
             self.counts["skipped_for_cost"] += 1
             self.writer.put(ImbalanceSignal(sig.ts, sig.direction, sig.strength, dict(sig.components),
                                             kind="skipped_for_cost"))
@@ -439,7 +471,7 @@ class TradingCore:
         self._dirty = True
 
     async def _guard(self, force: bool = False) -> None:
-        now = self.clock.now_ms()
+        now = self.clock.mono_ms()  # cadence and outage durations; the kill switch stamps wall time itself
         self._next_guard = now + GUARD_EVERY_MS
         mid = self.book.mid()
         banned = getattr(self.broker, "banned", None)
@@ -449,6 +481,7 @@ class TradingCore:
             return
         # A reconnect is routine: while the feed is down the pre-trade check refuses new orders
         # (MarketState.feed_up); only a feed down for FEED_DOWN_HALT_MS trips the kill switch.
+        # Both outages are timed on the monotonic clock: a wall-clock step neither trips nor delays them.
         feed_dead = self.feed_down_since is not None and now - self.feed_down_since >= FEED_DOWN_HALT_MS
         store_dead = self.store_down_since is not None and now - self.store_down_since >= STORE_DOWN_HALT_MS
         ev = self.killswitch.evaluate(
@@ -468,15 +501,20 @@ class TradingCore:
         await self.killswitch.trigger(self.actions, ev, self.market_state(), self.exposure, self.rules)
         self.strategy.target = ZERO
 
-    async def decide(self, ts: int) -> None:
+    async def decide(self, now: int) -> None:
+        """Run the strategy at monotonic time ``now`` (``clock.mono_ms()``; event time in replay)."""
         self._dirty = False
-        self._next_decide = ts + DECIDE_EVERY_MS
+        self._next_decide = now + DECIDE_EVERY_MS
         if self.state != "trading" or self.killswitch.halted or not self.store_healthy:
             return
         bb = self.book.best_bid()
         ba = self.book.best_ask()
+        open_orders = self.om.open_orders
+        placed = self._placed_mono
+        if len(placed) != len(open_orders) or any(o.client_id not in placed for o in open_orders):
+            self._note_placed(open_orders, now)
         intents = self.strategy.decide(
-            ts, self.exposure, self.om.open_orders, bb[0] if bb else None, ba[0] if ba else None
+            now, self.exposure, open_orders, bb[0] if bb else None, ba[0] if ba else None, placed
         )
         try:
             for intent in intents:
@@ -488,6 +526,18 @@ class TradingCore:
                 await self._place(intent.request)
         except ExchangeHalted as exc:
             await self.on_exchange_ban(str(exc))
+
+    def _note_placed(self, open_orders: Iterable[Order], now: int) -> None:
+        """Keep ``_placed_mono`` to the open orders: an order this process did not place (loaded
+        from the store, the kill switch's flatten) is given the age its wall-clock stamp says now,
+        once, and is then aged on the monotonic clock like the others."""
+        wall = self.clock.now_ms()
+        live = {o.client_id for o in open_orders}
+        for cid in [c for c in self._placed_mono if c not in live]:
+            del self._placed_mono[cid]
+        for o in open_orders:
+            if o.client_id not in self._placed_mono:
+                self._placed_mono[o.client_id] = now - max(0, wall - o.created_ts)
 
     async def _place(self, req: OrderRequest) -> None:
         market = self.market_state()
@@ -503,9 +553,12 @@ class TradingCore:
                 type=order_req.type, post_only=order_req.post_only, reason=order_req.reason,
                 signal_strength=order_req.signal_strength, mid_price=_d(market.mid),
             )
-        self.limits.on_order_sent(self.clock.now_ms())
+        sent = self.clock.mono_ms()
+        self.limits.on_order_sent(sent)
         self.counts["orders"] += 1
         order = await self.om.submit(order_req)
+        if order.status.is_open:
+            self._placed_mono.setdefault(order.client_id, sent)
         self._decision(order.created_ts, "order",
                        f"{order.side.value} {order.amount} @ {order.price} -> {order.status.value} ({order.reason})")
 
@@ -525,7 +578,8 @@ class TradingCore:
         if mark is not None:
             limits["daily_loss_pct"] = max(0.0, float(-inv.daily_pnl(mark) / s.risk.max_daily_loss * 100))
             limits["drawdown_pct"] = max(0.0, float(inv.drawdown(mark) / s.risk.max_drawdown * 100))
-        now = self.clock.now_ms()
+        now = self.clock.now_ms()  # the snapshot's stamp
+        mono = self.clock.mono_ms()  # order ages
         return {
             "ts": now,
             "run_id": self.run_id,
@@ -562,7 +616,9 @@ class TradingCore:
             },
             "open_orders": [
                 {"client_id": o.client_id, "side": o.side.value, "price": str(o.price), "amount": str(o.amount),
-                 "filled": str(o.filled), "status": o.status.value, "age_ms": now - o.created_ts}
+                 "filled": str(o.filled), "status": o.status.value,
+                 "age_ms": (mono - self._placed_mono[o.client_id] if o.client_id in self._placed_mono
+                            else max(0, now - o.created_ts))}
                 for o in self.om.open_orders
             ],
             "risk": {
@@ -578,7 +634,8 @@ class TradingCore:
             },
             "decisions": [{"ts": d.ts, "kind": d.kind, "text": d.text} for d in list(self.decisions)[-20:]],
             # since the start of the run; skipped_for_cost: entry signals the cost gate refused
-            "counts": {"events": self.events, **self.counts},
+            "counts": {"events": self.events, **self.counts,
+                       "foreign_orders": self.om.foreign["orders"], "foreign_fills": self.om.foreign["fills"]},
         }
 
     def summary(self, seconds: float) -> RunSummary:
@@ -615,6 +672,7 @@ async def open_store(settings: Settings, mode: str, started_ms: int) -> tuple[An
         account=settings.exchange.account,
         symbol=settings.symbol,
         exchange=settings.exchange.id,
+        venue=settings.venue,
         started_ms=started_ms,
     )
     return engine, run_id
@@ -627,7 +685,11 @@ def live_paper_broker(settings: Settings, clock: Clock, run_id: int, fills: list
     return broker
 
 
-def _writer(settings: Settings, engine: Any, run_id: int, core_ref: list[TradingCore]) -> StoreWriter:
+def _writer(settings: Settings, engine: Any, run_id: int, core_ref: list[TradingCore],
+            mode: str | None = None) -> StoreWriter:
+    """The run's writer; its rows carry ``mode`` (default ``settings.mode``; a replay: "replay")
+    and ``settings.venue``, as the run's ``open_store`` row does."""
+
     def on_health(ok: bool, reason: str) -> None:
         if core_ref:  # the writer logs store_health itself; the core logs the pause/resume
             core_ref[0].on_store_health(ok, reason)
@@ -637,6 +699,8 @@ def _writer(settings: Settings, engine: Any, run_id: int, core_ref: list[Trading
         run_id=run_id,
         account=settings.exchange.account,
         symbol=settings.symbol,
+        mode=mode or settings.mode,
+        venue=settings.venue,
         exchange=settings.exchange.id,
         queue_size=settings.store.queue_size,
         batch_ms=settings.store.batch_ms,
@@ -647,7 +711,7 @@ def _writer(settings: Settings, engine: Any, run_id: int, core_ref: list[Trading
 
 async def _restore_halt(core: TradingCore, engine: Any) -> None:
     s = core.settings
-    last = await queries.latest_halt_or_resume(engine, s.exchange.account, s.symbol)
+    last = await queries.latest_halt_or_resume(engine, s.exchange.account, s.symbol, mode=s.mode, venue=s.venue)
     latest = last if last is not None and last.action is RiskAction.HALT else None
     now = core.clock.now_ms()
     if (last is not None and last.action is RiskAction.RESUME and last.kind == "max_daily_loss"
@@ -695,7 +759,7 @@ async def run_replay(
     engine, run_id = await open_store(settings, "replay", 0)
     bind_run(run_id, "replay", settings.symbol)
     core_ref: list[TradingCore] = []
-    writer = _writer(settings, engine, run_id, core_ref)
+    writer = _writer(settings, engine, run_id, core_ref, mode="replay")
     broker = PaperBroker(clock, settings.paper, settings.symbol)
     core = TradingCore(
         settings, clock=clock, broker=broker, writer=writer, run_id=run_id, rules=rules, tick=header.tick,
@@ -766,17 +830,22 @@ class LiveRunner:
         self.run_id: int | None = None
         self.stop_reason = ""
         self.reconciler: Any = None  # testnet/live: the final fill sweep at shutdown uses it
+        self.history_from_ms: int | None = None  # start of an unfinished previous run (the first fill sweep)
         self.failure: EngineTaskFailed | None = None  # set when a task crashed: run() raises it
+        self._reload_pending = False  # a SIGHUP before the core existed: reloaded once it does
 
     def request_stop(self, reason: str) -> None:
         if not self.stop_event.is_set():
             self.stop_reason = reason
-            log.info("stop_requested", reason=reason)
+            log.info("stop_requested", reason=reason, state=self.core.state if self.core else "starting")
             self.stop_event.set()
 
     def reload_limits(self) -> None:
         """SIGHUP: re-read [risk] from the config file; keep the running limits on any error."""
-        if self.config_path is None or self.core is None:
+        if self.config_path is None:
+            return
+        if self.core is None:
+            self._reload_pending = True  # still starting: applied as soon as the core exists
             return
         try:
             fresh = load_config(self.config_path)
@@ -794,6 +863,7 @@ class LiveRunner:
         s = self.settings
         clock = LiveClock()
         started = time.perf_counter()
+        signals = self._catch_signals()  # first: a stop from here on ends the run cleanly
         engine, run_id = await open_store(s, s.mode, clock.now_ms())
         self.run_id = run_id
         bind_run(run_id, s.mode, s.symbol)
@@ -806,10 +876,15 @@ class LiveRunner:
                                     exchange_id=s.exchange.id)
         core_ref: list[TradingCore] = []
         writer = _writer(s, engine, run_id, core_ref)
-        fills = await queries.load_fills(engine, s.exchange.account, s.symbol)
-        open_orders = await queries.load_orders(engine, s.exchange.account, s.symbol, open_only=True)
+        fills = await queries.load_fills(engine, s.exchange.account, s.symbol, mode=s.mode, venue=s.venue)
+        open_orders = await queries.load_orders(engine, s.exchange.account, s.symbol, open_only=True, mode=s.mode,
+                                                venue=s.venue)
+        # ownership by table (beside the client-id prefix), and how far back the first fill sweep reads
+        own_ids = await queries.load_own_client_ids(engine, s.exchange.account, s.mode, s.venue, s.symbol)
+        self.history_from_ms = await queries.unfinished_run_start(engine, s.exchange.account, s.mode, s.venue,
+                                                                  s.symbol, run_id)
         try:
-            await exchange.load_markets()
+            await self._unless_stopped(exchange.load_markets())
             rules = MarketRules.from_exchange(exchange, s.symbol)
             tick = market_tick(exchange, s.symbol)
             broker: Broker
@@ -822,15 +897,24 @@ class LiveRunner:
                 broker = CcxtBroker(exchange, s.symbol, clock, max_retries=s.execution.max_retries)
                 floor = None
             core = TradingCore(s, clock=clock, broker=broker, writer=writer, run_id=run_id, rules=rules, tick=tick,
-                               orders=open_orders, fills=fills, warmup_s=self.warmup_s, position_floor=floor)
+                               orders=open_orders, fills=fills, warmup_s=self.warmup_s, position_floor=floor,
+                               own_client_ids=own_ids)
             core_ref.append(core)
             self.core = core
+            if self._reload_pending:
+                self.reload_limits()
             await writer.start()
-            await broker.start()
+            await self._unless_stopped(broker.start())
             await _restore_halt(core, engine)
             await self._main(core, exchange, clock, MarketFeed)
+        except StartupStopped:
+            pass  # stopped before trading began: the shutdown below closes the run, exit 0
+        except Exception as exc:
+            self.stop_reason = self.stop_reason or f"{type(exc).__name__}: {exc}"[:300]  # for `stopped`
+            raise
         finally:
             await self._shutdown(exchange, writer, engine, run_id, clock)
+            self._restore_signals(signals)
         if self.failure is not None:
             raise self.failure  # after the clean stop: `bot run` exits 1 (a risk halt never gets here)
         return (self.core.summary(time.perf_counter() - started) if self.core else RunSummary(run_id))
@@ -842,28 +926,18 @@ class LiveRunner:
             from bot.execution.reconcile import Reconciler
 
             core.state = "reconciling"
-            reconciler = Reconciler(core.om, core.broker, clock, cancel_unknown=s.execution.cancel_unknown)
-            self.reconciler = reconciler
-            await reconciler.startup()
+            reconciler = Reconciler(core.om, core.broker, clock, cancel_unknown=s.execution.cancel_unknown,
+                                    history_from_ms=self.history_from_ms)
+            await self._unless_stopped(reconciler.startup())  # retries while the exchange cannot be read
+            self.reconciler = reconciler  # the shutdown's fill sweep, once the exchange could be read
         if not core.killswitch.halted:
             core.state = "trading"
 
         def on_health(up: bool, reason: str) -> None:
-            core.feed_up = up
-            if up:
-                core.feed_down_since = None
-            elif core.feed_down_since is None:
-                core.feed_down_since = clock.now_ms()
+            core.on_feed_health(up)
             (log.info if up else log.warning)("feed_health", up=up, reason=reason)
 
         feed = feed_cls(exchange, s.symbol, max(s.signals.levels, 20), clock, on_health)
-        loop = asyncio.get_running_loop()
-        signals = ((signal.SIGTERM, lambda: self.request_stop("SIGTERM")),
-                   (signal.SIGINT, lambda: self.request_stop("SIGINT")),
-                   (signal.SIGHUP, self.reload_limits))
-        for sig, handler in signals:
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, handler)
         status_server = None
         # Tasks started outside the TaskGroup (the store writer, the broker's user streams and
         # poller): the supervisor task turns the death of any of them into a stop of the engine.
@@ -911,11 +985,68 @@ class LiveRunner:
         finally:
             with contextlib.suppress(Exception):
                 await feed.stop()
-            for sig, _ in signals:
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.remove_signal_handler(sig)
             if status_server is not None:
                 await status_server.stop()
+
+    def _catch_signals(self) -> list[tuple[signal.Signals, Any]]:
+        """SIGTERM/SIGINT -> a clean stop, SIGHUP -> reload the risk limits, from the first
+        moment of the run (a stop while the store opens or the exchange is first read ends the
+        run cleanly too); takes over what ``bot.service.catch_signals_early`` remembered before.
+        Returns the handlers to restore when the run is over."""
+        from bot.service import take_early_signals
+
+        loop = asyncio.get_running_loop()
+        handlers = ((signal.SIGTERM, lambda: self.request_stop("SIGTERM")),
+                    (signal.SIGINT, lambda: self.request_stop("SIGINT")),
+                    (signal.SIGHUP, self.reload_limits))
+        installed: list[tuple[signal.Signals, Any]] = []
+        for sig, handler in handlers:
+            previous = signal.getsignal(sig)
+            try:
+                loop.add_signal_handler(sig, handler)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+                continue
+            installed.append((sig, previous))
+        if installed:
+            early = take_early_signals()
+            if early.stop:
+                self.request_stop(early.stop)
+            if early.reload:
+                self.reload_limits()
+        return installed
+
+    @staticmethod
+    def _restore_signals(installed: list[tuple[signal.Signals, Any]]) -> None:
+        loop = asyncio.get_running_loop()
+        for sig, previous in installed:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(sig)
+                if previous is not None:
+                    signal.signal(sig, previous)
+
+    async def _unless_stopped(self, step: Coroutine[Any, Any, Any]) -> Any:
+        """Await one start-up step (load_markets, the broker's start, the start-up reconciliation,
+        which retries for as long as the exchange cannot be read) unless a stop comes first:
+        then the step is cancelled and ``StartupStopped`` raised."""
+        if self.stop_event.is_set():
+            step.close()
+            raise StartupStopped(self.stop_reason)
+        task = asyncio.ensure_future(step)
+        stop = asyncio.ensure_future(self.stop_event.wait())
+        try:
+            done, _ = await asyncio.wait((task, stop), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            task.cancel()  # we are cancelled ourselves: the step goes with us
+            raise
+        finally:
+            stop.cancel()
+        if task in done:
+            return task.result()
+        task.cancel()
+        await asyncio.wait((task,))  # let it unwind (its own finally clauses run)
+        if not task.cancelled():
+            task.exception()  # how a step we cancelled ended does not matter: retrieved, dropped
+        raise StartupStopped(self.stop_reason)
 
     @staticmethod
     async def _named(name: str, coro: Awaitable[Any]) -> Any:
@@ -975,7 +1106,8 @@ class LiveRunner:
             if core.feed_down_since is not None or core.store_down_since is not None:
                 await core._guard()  # a feed down sends no events: check the guards here
             was_stale = core.book.reason is not None and core.book.reason.startswith("stale")
-            healthy_book = core.book.has_snapshot and core.book.check_stale(core.clock.now_ms(), stale_ms)
+            # like with like: the feed stamps each book event's monotonic receive time (recv_mono)
+            healthy_book = core.book.has_snapshot and core.book.check_stale(core.clock.mono_ms(), stale_ms)
             if (not healthy_book and core.book.has_snapshot and not was_stale and feed is not None
                     and (core.book.reason or "").startswith("stale")):
                 # The book stays unhealthy until a snapshot: ask the feed for one (it comes with
@@ -1001,7 +1133,7 @@ class LiveRunner:
         if task is not None and task.done():
             return False
         down = core.store_down_since
-        return down is None or core.clock.now_ms() - down < STORE_DOWN_HALT_MS
+        return down is None or core.clock.mono_ms() - down < STORE_DOWN_HALT_MS
 
     async def _shutdown(self, exchange: Any, writer: StoreWriter, engine: Any, run_id: int, clock: LiveClock) -> None:
         """Stop new orders, cancel open orders, flush the store; within the 10 s budget.

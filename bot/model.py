@@ -48,7 +48,10 @@ class BookSnapshot:
     bids: list[Level]
     asks: list[Level]
     seq: int | None = None  # exchange update id of the snapshot (lastUpdateId)
-    recv: int | None = None  # local receive time, ms
+    recv: int | None = None  # local receive time, ms (wall clock: a stamp, recorded)
+    # local receive time on the monotonic clock, ms (live feed only; never recorded, not compared):
+    # what the stale-book check measures against, since a wall-clock step must not move it
+    recv_mono: int | None = field(default=None, compare=False)
 
 
 @dataclass(slots=True)
@@ -66,6 +69,7 @@ class BookDelta:
     seq: int | None = None
     first_seq: int | None = None
     recv: int | None = None
+    recv_mono: int | None = field(default=None, compare=False)  # see BookSnapshot.recv_mono
 
 
 @dataclass(slots=True)

@@ -16,6 +16,8 @@ from pathlib import Path
 from rich.console import Console
 
 from bot.config import (
+    ENV_API_KEY,
+    ENV_API_SECRET,
     ENV_LIVE_CONFIRM,
     EX_CONFIG,
     ConfigError,
@@ -25,7 +27,7 @@ from bot.config import (
     settings_from_dict,
 )
 from bot.logging import configure_logging, get_logger, refresh_secrets
-from bot.service import Notifier, load_credentials
+from bot.service import Notifier, catch_signals_early, load_credentials
 
 log = get_logger("runner")
 
@@ -62,7 +64,24 @@ def config_file_problems(path: Path | None) -> list[str]:
     return []
 
 
+def authentication_failed(exc: BaseException) -> int:
+    """Wrong API keys: one line on stderr naming them, one log line, exit 78 (no restart helps).
+
+    ``exc`` is ccxt's ``AuthenticationError``; its text is the exchange's answer (code and
+    message), redacted all the same: a secret never reaches a log or a terminal.
+    """
+    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+    detail = redact(lines[0])[:300]
+    log.error("authentication_failed", error=detail,
+              action=f"not retried; check {ENV_API_KEY} / {ENV_API_SECRET}, then start again")
+    print(f"exchange: authentication failed (check {ENV_API_KEY} / {ENV_API_SECRET}): {detail}", file=sys.stderr)
+    return EX_CONFIG
+
+
 def run_service(config: Path | None, db: str | None, live: bool) -> int:
+    # A SIGTERM/SIGINT/SIGHUP from here on is remembered until the engine takes the signals
+    # over (LiveRunner.run): a stop while the modules load or the store opens exits 0 too.
+    catch_signals_early()
     loaded = load_credentials()
     if loaded:
         refresh_secrets()
@@ -82,6 +101,11 @@ def run_service(config: Path | None, db: str | None, live: bool) -> int:
     except KeyboardInterrupt:
         return 0
     except Exception as exc:
+        from bot.execution.broker import authentication_error
+
+        refused = authentication_error(exc)
+        if refused is not None:
+            return authentication_failed(refused)
         log.error("fatal", error=redact(f"{type(exc).__name__}: {exc}")[:500])
         return 1
     finally:

@@ -1,4 +1,5 @@
-"""systemd integration: sd_notify READY / WATCHDOG / STOPPING / STATUS, and credentials.
+"""systemd integration: sd_notify READY / WATCHDOG / STOPPING / STATUS, credentials, and the
+signals that arrive before the engine's event loop handles them.
 
 Written by hand rather than with a library: the notify protocol is one datagram on a unix
 socket named by ``$NOTIFY_SOCKET`` (abstract when it starts with ``@``), and the maintained
@@ -13,9 +14,12 @@ the environment variables the config reads, so keys never sit in a plain Environ
 from __future__ import annotations
 
 import os
+import signal
 import socket
 from collections.abc import MutableMapping
+from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 from bot.config import ENV_API_KEY, ENV_API_SECRET
 
@@ -92,3 +96,44 @@ def load_credentials(env: MutableMapping[str, str] | None = None) -> list[str]:
             env[var] = path.read_text().strip()
             loaded.append(var)
     return loaded
+
+
+# --------------------------------------------------------------------------- early signals
+
+
+@dataclass
+class EarlySignals:
+    """What arrived before ``LiveRunner.run`` took the signals over."""
+
+    stop: str | None = None  # "SIGTERM" or "SIGINT": the first stop signal
+    reload: bool = False  # a SIGHUP: re-read the risk limits once the engine exists
+
+
+_early = EarlySignals()
+
+
+def _remember(signum: int, frame: FrameType | None) -> None:
+    if signum == signal.SIGHUP:
+        _early.reload = True
+    elif _early.stop is None:
+        _early.stop = signal.Signals(signum).name
+
+
+def catch_signals_early() -> None:
+    """From the first moment of ``bot run``: remember SIGTERM / SIGINT / SIGHUP instead of dying.
+
+    Why: the default action of SIGTERM (and SIGHUP) kills the process, and SIGINT raises
+    ``KeyboardInterrupt`` wherever it lands, so a stop while the modules load or the store
+    opens would exit 143 and leave the ``runs`` row open. Remembered here, the stop is made
+    by ``LiveRunner.run`` as soon as it installs the event loop's handlers
+    (``take_early_signals``): the run is closed and the exit code is 0. Main thread only.
+    """
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, _remember)
+
+
+def take_early_signals() -> EarlySignals:
+    """The signals remembered so far (they are handed over once, then forgotten)."""
+    global _early
+    taken, _early = _early, EarlySignals()
+    return taken

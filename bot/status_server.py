@@ -297,4 +297,7 @@ def prometheus_text(status: Mapping[str, Any], prefix: str = "bot_") -> str:
     counts = _section(status, "counts")
     f.add("skipped_for_cost_total", "counter", "Entry signals the cost gate refused (expected move below the costs).",
           counts.get("skipped_for_cost"))
+    for kind in ("orders", "fills"):
+        f.add("foreign_total", "counter", "Orders and fills on the account that are not the bot's (left alone).",
+              counts.get(f"foreign_{kind}"), kind=kind)
     return f.text()

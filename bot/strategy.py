@@ -10,12 +10,17 @@ opposite best price, i.e. marketable but capped) when it is strong. An order old
 
 The strategy never talks to the exchange or to risk limits: it returns ``Place``/``Cancel``
 intents; the engine runs each ``Place`` through the risk checks and the order manager.
+
+Time: ``order_ttl`` and ``max_hold`` are durations, measured on the monotonic clock the engine
+passes in (``now_ms``: ``clock.mono_ms()``, which is event time in replay), never on order or
+signal stamps, so a wall-clock step neither expires nor freezes them. The volatility estimate
+samples the market on its own event time (``ts_ms``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -83,7 +88,7 @@ class ImbalanceStrategy:
         self.sizer = sizer or Sizer(settings, rules)
         self.symbol = settings.symbol
         self.target = ZERO
-        self.target_since_ms = 0
+        self.target_since_ms = 0  # monotonic ms when the target was last set (max_hold)
         self.last_signal: ImbalanceSignal | None = None
         self.volatility = VolatilityEstimator()
         st = settings.strategy
@@ -102,8 +107,13 @@ class ImbalanceStrategy:
 
     # ------------------------------------------------------------------ inputs
 
-    def on_signal(self, sig: ImbalanceSignal, position: Decimal, mid: float, half_spread_bps: float = 0.0) -> bool:
-        """Update the target from a detector signal; False when the cost gate skipped an entry."""
+    def on_signal(self, sig: ImbalanceSignal, position: Decimal, mid: float, half_spread_bps: float = 0.0,
+                  now_ms: int | None = None) -> bool:
+        """Update the target from a detector signal; False when the cost gate skipped an entry.
+
+        ``now_ms``: the monotonic time of the signal (``max_hold`` counts from it); the signal's
+        own ``ts`` when not given (tests and replay, where the two are the same).
+        """
         self.last_signal = sig
         self.last_skip = None
         if sig.kind == "exit" or sig.direction == Direction.FLAT:
@@ -118,27 +128,36 @@ class ImbalanceStrategy:
             self.target = self.sizer.target_position(
                 sig, position=position, volatility_bps=self.volatility.bps, mid=mid
             )
-        self.target_since_ms = sig.ts
+        self.target_since_ms = sig.ts if now_ms is None else now_ms
         return True
 
-    def on_tick(self, ts_ms: int, mid: float | None) -> None:
+    def on_tick(self, ts_ms: int, mid: float | None, now_ms: int | None = None) -> None:
+        """One market event at event time ``ts_ms``, seen at monotonic ``now_ms`` (default ``ts_ms``)."""
         if mid is not None:
             self.volatility.update(ts_ms, mid)
-        if self.target != ZERO and ts_ms - self.target_since_ms > self.settings.strategy.max_hold * 1000:
+        now = ts_ms if now_ms is None else now_ms
+        if self.target != ZERO and now - self.target_since_ms > self.settings.strategy.max_hold * 1000:
             self.target = ZERO
-            self.target_since_ms = ts_ms
+            self.target_since_ms = now
 
     # ------------------------------------------------------------------ decisions
 
     def decide(
         self,
-        ts_ms: int,
+        now_ms: int,
         position: Decimal,
         open_orders: Sequence[Order],
         best_bid: float | None,
         best_ask: float | None,
+        placed_ms: Mapping[str, int] | None = None,
     ) -> list[Intent]:
-        """Intents that move the position toward the target; empty when nothing to do."""
+        """Intents that move the position toward the target; empty when nothing to do.
+
+        ``now_ms`` is monotonic time; ``placed_ms`` maps a client id to the monotonic time its
+        order was placed (the engine keeps it). An order missing from it is aged by its
+        ``created_ts`` stamp, which is only right where stamps and ``now_ms`` share one clock
+        (replay, tests).
+        """
         intents: list[Intent] = []
         want = self.target - position
         ttl_ms = self.settings.strategy.order_ttl * 1000
@@ -149,7 +168,7 @@ class ImbalanceStrategy:
             wrong_side = (want > 0 and o.side is Side.SELL) or (want < 0 and o.side is Side.BUY) or want == 0
             if wrong_side:
                 intents.append(Cancel(o.client_id, "target changed"))
-            elif ts_ms - o.created_ts >= ttl_ms:
+            elif now_ms - (placed_ms.get(o.client_id, o.created_ts) if placed_ms else o.created_ts) >= ttl_ms:
                 intents.append(Cancel(o.client_id, "order older than order_ttl"))
             else:
                 working.append(o)

@@ -17,16 +17,19 @@ from bot.store.queries import create_run
 
 ACCOUNT = "acct1"
 SYMBOL = "BTC/USDT"
+MODE = "paper"
+VENUE = "binance"  # Settings.venue of a config with sandbox = false and no url
 T0 = 1_723_075_200_000  # 2024-08-08 00:00:00 UTC
 DAY_MS = 86_400_000
 
 
-async def fresh_store(url: str, *, account: str = ACCOUNT, symbol: str = SYMBOL) -> tuple[AsyncEngine, int]:
+async def fresh_store(url: str, *, account: str = ACCOUNT, symbol: str = SYMBOL, mode: str = MODE,
+                      venue: str = VENUE) -> tuple[AsyncEngine, int]:
     """Upgrade ``url`` with Alembic (never create_all) and create one run."""
     await upgrade(url)
     engine = make_engine(url)
-    run_id = await create_run(engine, mode="paper", config_hash="h", version="0.1.0", account=account,
-                              symbol=symbol, exchange="binance", started_ms=T0)
+    run_id = await create_run(engine, mode=mode, config_hash="h", version="0.1.0", account=account,
+                              symbol=symbol, exchange="binance", venue=venue, started_ms=T0)
     return engine, run_id
 
 

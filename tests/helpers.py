@@ -69,3 +69,34 @@ async def paper_core(settings: Any, t0: int = T0) -> tuple[Any, Any]:
     core.state = "trading"
     await core.on_event(BookSnapshot(ts=t0, bids=[(60000.0, 1.0)], asks=[(60001.0, 1.0)], seq=1, recv=t0))
     return core, engine
+
+
+class SteppableClock:
+    """A live clock for tests whose two sides are driven separately.
+
+    Monotonic time only moves forward, when the test says so (``advance_to``/``advance``); the
+    wall clock is monotonic time plus an offset that ``step_wall`` changes, as an NTP step or an
+    operator's ``date -s`` would (by -1 h, +1 h, ...). Implements ``bot.clock.Clock``.
+    """
+
+    def __init__(self, wall0_ms: int, mono0_ms: int = 5_000_000) -> None:
+        self._mono = mono0_ms
+        self._offset = wall0_ms - mono0_ms
+
+    def now_ms(self) -> int:
+        return self._mono + self._offset
+
+    def mono_ms(self) -> int:
+        return self._mono
+
+    def monotonic(self) -> float:
+        return self._mono / 1000.0
+
+    def advance(self, ms: int) -> None:
+        self._mono += max(0, ms)
+
+    def advance_to(self, mono_ms: int) -> None:
+        self._mono = max(self._mono, mono_ms)
+
+    def step_wall(self, delta_ms: int) -> None:
+        self._offset += delta_ms

@@ -702,12 +702,29 @@ class SymbolEngine:
                 return cost
         return None
 
+    def _market_reach(self, o: EmuOrder) -> float | None:
+        """The worst price a market order reaches walking the market's levels (None: beyond them)."""
+        buy = o.side == "BUY"
+        book = self.mkt_asks if buy else self.mkt_bids
+        left = o.qty
+        for p in sorted(book, reverse=not buy):
+            left -= self._qty_floor(book[p])
+            if left <= 0:
+                return p
+        return None
+
     def _self_trade_prevention(self, o: EmuOrder) -> None:
-        """EXPIRE_MAKER: our own resting orders the new one would cross are expired."""
+        """EXPIRE_MAKER: the account's own resting orders the new one would cross are expired.
+
+        A market order crosses only the levels it would reach: a resting order far from the
+        touch (a person's hedge on the bot's account) is not touched by a small market order,
+        as on Binance.
+        """
         buy = o.side == "BUY"
         own = self.own_asks if buy else self.own_bids
+        limit = float(o.price) if o.type != "MARKET" else self._market_reach(o)
         for p in list(own):
-            if o.type == "MARKET" or (p <= float(o.price) if buy else p >= float(o.price)):
+            if limit is None or (p <= limit if buy else p >= limit):
                 for m in list(own[p]):
                     m.status = "EXPIRED"
                     self._release(m)

@@ -16,7 +16,7 @@ path that trades. The contract that makes the manager simple:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol, TypeAlias, runtime_checkable
 
 from bot.model import Balance, Fill, Order, OrderEvent
@@ -34,6 +34,27 @@ class ExchangeHalted(BrokerError):
 
 class OrderRejected(BrokerError):
     """Raised by cancel paths when the exchange definitively refuses the action."""
+
+
+def authentication_error(exc: BaseException) -> BaseException | None:
+    """The exchange's refusal of our API key or signature behind ``exc``, or None.
+
+    ccxt raises ``AuthenticationError`` for it (Binance -2014/-2015 bad key, -1022 bad
+    signature, HTTP 401); the broker wraps it in ``BrokerError`` and the engine in
+    ``EngineTaskFailed``, so the chain of causes is followed. No retry can fix wrong keys:
+    start-up reconciliation gives up at once and ``bot run`` exits 78.
+    """
+    from ccxt.base.errors import AuthenticationError
+
+    refused: type[BaseException] = AuthenticationError
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, refused):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ if cur.__cause__ is not None else (None if cur.__suppress_context__ else cur.__context__)
+    return None
 
 
 @runtime_checkable
@@ -55,7 +76,9 @@ class Broker(Protocol):
         it filled first). Returns status ``unknown`` if the outcome could not be learned."""
         ...
 
-    async def cancel_all(self, symbol: str) -> list[Order]: ...
+    async def cancel_all(self, symbol: str, owned: Callable[[str], bool] | None = None) -> list[Order]:
+        """Cancel the open orders of ``symbol`` for which ``owned(client_id)`` holds (all when None)."""
+        ...
 
     async def fetch_order(self, client_id: str, symbol: str) -> Order | None:
         """None when the exchange does not know the client id (it never arrived)."""

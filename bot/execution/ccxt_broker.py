@@ -131,6 +131,8 @@ class CcxtBroker:
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         self._cid_by_xid: dict[str, str] = {}
+        self._unnamed: set[str] = set()
+        self._owned: Callable[[str], bool] | None = None  # exchange order ids whose lookup named no client id
         self._tracked: dict[str, Order] = {}  # open orders the poller follows
         self._ws_ok = {"orders": False, "trades": False}
         self._catchup = True
@@ -252,8 +254,17 @@ class CcxtBroker:
 
     def to_order(self, raw: dict[str, Any], template: Order | None = None) -> Order:
         info = raw.get("info") or {}
+        # The order's own client id. A cancel answer's ``clientOrderId`` is the *cancel request's*
+        # id (Binance: ``origClientOrderId`` is the order's; in an executionReport ``C``), so the
+        # order asked about (``template``) and ``origClientOrderId`` come first: an order row is
+        # never created from a cancel.
         cid = (
-            raw.get("clientOrderId") or info.get("clientOrderId") or (template.client_id if template else "")
+            (template.client_id if template else None)
+            or info.get("origClientOrderId")
+            or info.get("C")
+            or raw.get("clientOrderId")
+            or info.get("clientOrderId")
+            or ""
         )
         xid = str(raw["id"]) if raw.get("id") is not None else (template.exchange_id if template else None)
         raw_status = info.get("status") or info.get("X")
@@ -293,9 +304,15 @@ class CcxtBroker:
         info = raw.get("info") or {}
         xid = str(raw.get("order")) if raw.get("order") is not None else None
         cid = raw.get("clientOrderId") or info.get("c") or (self._cid_by_xid.get(xid) if xid else None)
-        if cid is None and xid is not None:
+        if cid is None and xid is not None and xid not in self._unnamed:
+            # myTrades carries no client id: one lookup per exchange order, remembered (a person's
+            # orders on the account are looked up once, not on every sweep)
             found = await self._fetch_raw_by_id(xid)
-            cid = found.get("clientOrderId") if found else None
+            cid = (found.get("clientOrderId") or (found.get("info") or {}).get("clientOrderId")) if found else None
+            if cid:
+                self._cid_by_xid[xid] = str(cid)
+            elif found is not None:
+                self._unnamed.add(xid)
         fee = raw.get("fee") or {}
         price = _dec(info.get("price") or info.get("L")) or _dec(raw.get("price"))
         amount = _dec(info.get("qty") or info.get("l")) or _dec(raw.get("amount"))
@@ -358,8 +375,14 @@ class CcxtBroker:
 
     # ------------------------------------------------------------------ orders
 
+    def bind_ownership(self, owned: Callable[[str], bool]) -> None:
+        """The order manager's ownership rule: only the bot's own orders are followed."""
+        self._owned = owned
+
     def track(self, order: Order) -> None:
-        """Follow an order in the REST poller until it is terminal (adopted orders too)."""
+        """Follow one of the bot's orders in the REST poller until it is terminal (adopted ones too)."""
+        if self._owned is not None and not self._owned(order.client_id):
+            return  # somebody else's order on the account: never followed, never cancelled
         if order.status.is_open:
             self._tracked[order.client_id] = order
         else:
@@ -512,13 +535,16 @@ class CcxtBroker:
             self.stats["retries"] += 1
             await asyncio.sleep(self._backoff(attempt))
 
-    async def cancel_all(self, symbol: str) -> list[Order]:
-        """Every open order of ``symbol`` (listed or tracked), cancelled concurrently."""
+    async def cancel_all(self, symbol: str, owned: Callable[[str], bool] | None = None) -> list[Order]:
+        """Every open order of ``symbol`` (listed or tracked) that ``owned`` accepts, cancelled
+        concurrently. Not Binance's DELETE openOrders: that would cancel a person's orders too."""
         targets = {o.client_id: o for o in self._tracked.values() if o.symbol == symbol}
         try:
             targets.update({o.client_id: o for o in await self.fetch_open_orders(symbol)})
         except ccxt_async.OperationFailed as exc:
             log.warning("cancel_all_listing_failed", error=_short(exc))
+        if owned is not None:
+            targets = {cid: o for cid, o in targets.items() if owned(cid)}
         return list(await asyncio.gather(*(self.cancel_order(o) for o in targets.values())))
 
     async def fetch_order(self, client_id: str, symbol: str) -> Order | None:
@@ -548,6 +574,7 @@ class CcxtBroker:
             raws = await self._retrying(
                 "my_trades", _bind(self.ex.fetch_my_trades, symbol, since, limit), "fetch_my_trades"
             )
+            await self._name_orders_of(symbol, raws)
             new = 0
             for r in raws:
                 f = await self.to_fill(r)
@@ -558,6 +585,36 @@ class CcxtBroker:
             if len(raws) < limit or new == 0:
                 return out
             since = max(int(r.get("timestamp") or 0) for r in raws)
+
+    async def _name_orders_of(self, symbol: str, raws: list[dict[str, Any]]) -> None:
+        """Learn the client ids of the orders behind a page of trades with one ``allOrders`` call.
+
+        myTrades carries no client id; looking each unnamed order up (``GET order``, weight 4)
+        made a start-up on a busy account take a minute. One listing of the orders created since
+        the oldest such trade names them all (a person's orders too, so ownership can say "not
+        ours" without a lookup); an order created before that (a resting order that filled
+        later) is still looked up one by one in ``to_fill``.
+        """
+        unnamed = [
+            r for r in raws
+            if r.get("order") is not None and not (r.get("clientOrderId") or (r.get("info") or {}).get("c"))
+            and str(r["order"]) not in self._cid_by_xid and str(r["order"]) not in self._unnamed
+        ]
+        if not unnamed:
+            return
+        since = min(int(r.get("timestamp") or 0) for r in unnamed)
+        try:
+            orders = await self._retrying(
+                "all_orders", _bind(self.ex.fetch_orders, symbol, since, 1000), "fetch_orders"
+            )
+        except ccxt_async.OperationFailed as exc:
+            log.warning("order_listing_failed", error=_short(exc), then="trades' orders are looked up one by one")
+            return
+        for o in orders:
+            info = o.get("info") or {}
+            cid = info.get("clientOrderId") or o.get("clientOrderId")
+            if o.get("id") is not None and cid:
+                self._cid_by_xid[str(o["id"])] = str(cid)
 
     async def fetch_balance(self) -> dict[str, Balance]:
         raw = await self._retrying("balance", lambda: self.ex.fetch_balance(), "fetch_balance")

@@ -34,8 +34,20 @@ from typing import Protocol
 from bot.clock import Clock
 from bot.execution.broker import Broker, ExchangeHalted, Update
 from bot.execution.client_ids import ClientIdFactory
+from bot.execution.ownership import UNATTRIBUTED, Ownership
 from bot.logging import get_logger
-from bot.model import ZERO, Fill, Order, OrderEvent, OrderRequest, OrderStatus, OrderType, Position, Side
+from bot.model import (
+    ZERO,
+    Fill,
+    Order,
+    OrderEvent,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    Position,
+    ReconcileDifference,
+    Side,
+)
 
 log = get_logger("execution.orders")
 
@@ -236,6 +248,10 @@ class OrderManager:
     A fill is made durable (``await sink.durable(fill)``) before the position changes and
     before ``on_fill`` tells the engine, so a crash can never leave a fill acted on but
     not stored.
+
+    Only the bot's own orders and fills are taken in (``bot.execution.ownership``): an
+    order or fill of somebody else on the same account is recorded once as ``foreign_*`` and
+    otherwise ignored -- never adopted, never booked, never cancelled from here.
     """
 
     def __init__(
@@ -251,6 +267,7 @@ class OrderManager:
         seen_trade_ids: Iterable[str] = (),
         orders: Iterable[Order] = (),
         fills: Iterable[Fill] = (),
+        own_client_ids: Iterable[str] = (),
     ) -> None:
         self.broker = broker
         self.sink = sink
@@ -260,6 +277,16 @@ class OrderManager:
         self.on_fill = on_fill
         self.on_order = on_order
         self.orders: dict[str, Order] = {o.client_id: o for o in orders}
+        self.ownership = Ownership(ids, own_client_ids)
+        bind = getattr(broker, "bind_ownership", None)
+        if callable(bind):
+            bind(self.is_own)
+        for o in self.orders.values():
+            self.ownership.remember(o.client_id, o.exchange_id)
+        # Foreign orders / fills seen on the account: counted, reported once each (by client id /
+        # trade id), never acted on.
+        self.foreign = {"orders": 0, "fills": 0}
+        self._foreign_seen: set[str] = set()
         # The open subset, kept beside ``orders`` so the hot path never scans a run's history.
         self._open: dict[str, Order] = {k: o for k, o in self.orders.items() if o.status.is_open}
         self.position = PositionTracker(symbol)
@@ -272,6 +299,7 @@ class OrderManager:
         for f in fills:  # history from the store: the position as of the last stored fill
             if f.trade_id in self._seen:
                 continue
+            self.ownership.remember(f.client_id, f.exchange_order_id)
             self._seen.add(f.trade_id)
             self.position.apply(f)
             self._fills_by_order[f.client_id] = self._fills_by_order.get(f.client_id, ZERO) + f.amount
@@ -320,13 +348,31 @@ class OrderManager:
     def has_seen(self, trade_id: str) -> bool:
         return trade_id in self._seen
 
+    def is_own(self, client_id: str | None) -> bool:
+        return self.ownership.is_own(client_id)
+
+    def note_foreign(self, kind: str, key: str, detail: str, client_id: str | None) -> bool:
+        """Record something on the account that is not the bot's, once per ``key``.
+
+        One log line, one ``reconcile_differences`` row (kind ``foreign_order`` or
+        ``foreign_fill``) and a counter; returns False when ``key`` was reported already.
+        """
+        if f"{kind}:{key}" in self._foreign_seen:
+            return False
+        self._foreign_seen.add(f"{kind}:{key}")
+        self.foreign["orders" if kind == "foreign_order" else "fills"] += 1
+        log.warning(kind, client_id=client_id, detail=detail, action="left alone (not the bot's)")
+        self.sink.put(ReconcileDifference(self.clock.now_ms(), self.symbol, kind, detail, client_id))
+        return True
+
     # ------------------------------------------------------------------ recording
 
     def _record(self, order: Order, event: OrderEvent | None) -> None:
         self.orders[order.client_id] = order
+        self.ownership.remember(order.client_id, order.exchange_id)
         if order.status is S.UNKNOWN:
             if event is not None:
-                self.unknown_since.setdefault(order.client_id, event.ts)
+                self.unknown_since.setdefault(order.client_id, self.clock.mono_ms())  # monotonic: an age
         else:
             self.unknown_since.pop(order.client_id, None)
             self._cancel_parked.discard(order.client_id)
@@ -373,8 +419,18 @@ class OrderManager:
         return new
 
     async def merge(self, reported: Order, reason: str = "") -> Order:
-        """Fold an order as the exchange reports it into ours (adopting it if new)."""
+        """Fold an order as the exchange reports it into ours (adopting it if new and ours).
+
+        An order that is not the bot's is reported as ``foreign_order`` and returned as the
+        exchange reports it, without a row.
+        """
         if reported.client_id not in self.orders:
+            if not self.is_own(reported.client_id):
+                self.note_foreign(
+                    "foreign_order", reported.client_id,
+                    f"{reported.side} {reported.amount} @ {reported.price} {reported.status}", reported.client_id,
+                )
+                return reported
             self.adopt(reported, reason or "adopted from the exchange")
             return self.orders[reported.client_id]
         return await self._report(
@@ -387,6 +443,8 @@ class OrderManager:
 
     def adopt(self, order: Order, reason: str) -> None:
         """Take over an order this run did not place (a previous run's, found on the exchange)."""
+        if not self.is_own(order.client_id):
+            raise ValueError(f"order {order.client_id} is not this bot's: it is never adopted")
         ts = self.clock.now_ms()
         event = OrderEvent(order.client_id, order.status, ts, order.filled, order.exchange_id, reason)
         self._record(order, event)
@@ -456,11 +514,12 @@ class OrderManager:
         )
 
     async def cancel_all(self) -> list[Order]:
-        """Cancel every open order of the symbol on the exchange (ours and, by design, any other)."""
+        """Cancel every open order of the bot's on the symbol (never anybody else's)."""
         out: list[Order] = []
-        reported = await self.broker.cancel_all(self.symbol)
+        reported = await self.broker.cancel_all(self.symbol, self.is_own)
         for r in reported:
-            out.append(await self.merge(r, "cancel_all"))
+            if self.is_own(r.client_id):
+                out.append(await self.merge(r, "cancel_all"))
         # Orders we believe open but the exchange did not list: look each one up.
         for o in self.open_orders:
             if o.status in (S.NEW,):
@@ -489,7 +548,21 @@ class OrderManager:
     # ------------------------------------------------------------------ updates
 
     async def on_fill_update(self, fill: Fill) -> bool:
-        """Store, then count, then tell the engine. Returns False for a duplicate trade id."""
+        """Store, then count, then tell the engine. Returns False for a duplicate trade id and
+        for a fill that is not the bot's (reported once as ``foreign_fill``, never booked)."""
+        own = self.ownership.attribute(fill.client_id, fill.exchange_order_id)
+        if own is None:
+            # ``unknown-<id>``: the broker could not name the order (its lookup failed); not booked
+            # now, and not called foreign either: the reconciler's next sweep looks again.
+            unnamed = fill.client_id.startswith(UNATTRIBUTED)
+            self.note_foreign(
+                "unattributed_fill" if unnamed else "foreign_fill", fill.trade_id,
+                f"trade {fill.trade_id}: {fill.side} {fill.amount} @ {fill.price} of order "
+                f"{fill.exchange_order_id}", fill.client_id,
+            )
+            return False
+        if own != fill.client_id:
+            fill = dataclasses.replace(fill, client_id=own)
         async with self._lock:
             if fill.trade_id in self._seen:
                 return False
@@ -526,6 +599,10 @@ class OrderManager:
             await self.on_fill_update(update)
             return
         if update.client_id not in self.orders:
+            if not self.is_own(update.client_id):
+                self.note_foreign("foreign_order", update.client_id,
+                                  f"order update {update.status} filled {update.filled}", update.client_id)
+                return
             log.warning("update_for_unknown_order", client_id=update.client_id, status=str(update.status))
             return
         await self._report(

@@ -7,7 +7,10 @@ this module's documented assumptions:
 * **Latency in event time.** An order placed at ``t`` reaches the "exchange" at
   ``t + latency_ms``: it becomes active when the next market event with ``ts >= t +
   latency`` arrives (``on_book``/``on_trade``), and is matched against the book as it is
-  *after* that event. No wall clock is read anywhere, so a replay is reproducible.
+  *after* that event. ``t`` is the simulated exchange's own time, the largest event ``ts``
+  seen (in replay exactly the simulated clock). No local clock decides anything here, so a
+  replay is reproducible and a wall-clock step in a live paper run changes nothing (the
+  wall clock only stamps balances).
 * **Marketable orders** (market, or limit crossing the opposite best) walk the visible
   book level by level at the levels' prices, taker fee. A limit order's remainder rests at
   its price; a market order's remainder expires (as on Binance). A post-only order that
@@ -30,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 from typing import Literal, Protocol
@@ -144,6 +147,7 @@ class PaperBroker:
         self._order_seq = 0
         self._trade_seq = 0
         self._closed = False
+        self._event_ms = 0  # the simulated exchange's time: the largest event ts seen
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -219,8 +223,7 @@ class PaperBroker:
             )
         self._free[ccy] = free - need
         self._locked[ccy] = self._locked.get(ccy, ZERO) + need
-        now = self.clock.now_ms()
-        self._live[order.client_id] = _Live(order, now + self.latency_ms, need, ccy)
+        self._live[order.client_id] = _Live(order, self._event_ms + self.latency_ms, need, ccy)
         return self._set(dataclasses.replace(order, status=S.SUBMITTED))
 
     def _estimate_cost(self, amount: Decimal) -> Decimal | None:
@@ -257,7 +260,8 @@ class PaperBroker:
             return known
         return self._finish(live, S.CANCELLED, self.clock.now_ms())
 
-    async def cancel_all(self, symbol: str) -> list[Order]:
+    async def cancel_all(self, symbol: str, owned: Callable[[str], bool] | None = None) -> list[Order]:
+        # every paper order is the bot's own: ``owned`` never excludes one here
         return [
             await self.cancel_order(lv.order) for lv in list(self._live.values()) if lv.order.symbol == symbol
         ]
@@ -397,6 +401,8 @@ class PaperBroker:
         """Call after every book change (snapshot or delta), with the event's ``ts``."""
         start = len(self._queue)
         self._book = book
+        if ts > self._event_ms:
+            self._event_ms = ts
         self._activate_due(ts)
         for live in list(self._live.values()):
             if not live.active or live.order.price is None:
@@ -420,6 +426,8 @@ class PaperBroker:
     def on_trade(self, trade: Trade) -> list[Update]:
         """Call for every print on the tape."""
         start = len(self._queue)
+        if trade.ts > self._event_ms:
+            self._event_ms = trade.ts
         self._activate_due(trade.ts)
         for live in list(self._live.values()):
             order = live.order

@@ -13,10 +13,14 @@ the position open. The exchange is the truth; this module folds it back into the
   exchange lists them or has a fill with their client id; closed ``expired`` only when the
   lookup by client id still says "not found" and they have been unknown for
   ``settle_unknown_ms`` (until then an ``order_unsettled`` difference, and they stay open);
-* open orders we do not know -> reported; cancelled if ``execution.cancel_unknown``,
-  otherwise adopted so that risk counts them;
-* fills since the last one we stored -> every missing one is inserted (durably) and moves
-  the position;
+* open orders we do not know -> a previous run's order of this bot (its client id carries
+  our prefix) is adopted; anybody else's is ``foreign_order``: reported once, never adopted,
+  cancelled only if ``execution.cancel_unknown`` (``bot.execution.ownership``);
+* our fills since the last one we stored -> every missing one is inserted (durably) and
+  moves the position; a trade of somebody else's order is ``foreign_fill``: reported once,
+  never booked. The sweep looks back only as far as the bot's own history (its last fill,
+  its open orders, an unfinished previous run) -- never through the account's history -- and
+  moves forward with every sweep;
 * balances -> stored as a row; a change of the base balance that our fills do not explain
   is reported.
 
@@ -29,13 +33,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from bot.clock import Clock
 from bot.execution.broker import Broker, ExchangeHalted
 from bot.execution.client_ids import ClientIdFactory
 from bot.execution.orders import OrderManager
+from bot.execution.ownership import UNATTRIBUTED
 from bot.logging import get_logger
 from bot.model import Balance, Order, OrderStatus, ReconcileDifference
 
@@ -43,6 +48,9 @@ log = get_logger("execution.reconcile")
 
 S = OrderStatus
 FILL_LOOKBACK_MS = 5_000  # re-read this much before the last stored fill (clock skew, same-ms trades)
+# How far back a start-up sweep may reach for the bot's own unconfirmed history (an open order
+# or an unfinished run older than this is not searched for trades beyond it).
+MAX_LOOKBACK_MS = 24 * 3600 * 1000
 # An order whose create ended ambiguously is closed as never arrived only after it has been
 # unknown this long (well past Binance's recvWindow, 10 s in ccxt, so a late create cannot land).
 SETTLE_UNKNOWN_MS = 30_000
@@ -50,7 +58,8 @@ SETTLE_UNKNOWN_MS = 30_000
 
 @dataclass(frozen=True, slots=True)
 class Difference:
-    # order_status | order_gone | order_never_arrived | order_unsettled | unknown_order | missing_fill | balance
+    # order_status | order_gone | order_never_arrived | order_unsettled | unknown_order | missing_fill |
+    # balance | baseline | foreign_order | foreign_fill | unattributed_fill
     kind: str
     detail: str
     client_id: str | None = None
@@ -84,6 +93,7 @@ class Reconciler:
         cancel_unknown: bool = False,
         ids: ClientIdFactory | None = None,
         settle_unknown_ms: int = SETTLE_UNKNOWN_MS,
+        history_from_ms: int | None = None,
     ) -> None:
         self.manager = manager
         self.settle_unknown_ms = settle_unknown_ms
@@ -96,6 +106,28 @@ class Reconciler:
         self._last_base: Decimal | None = None
         self._last_position: Decimal | None = None
         self.runs = 0
+        # Oldest time (exchange ms) at which a trade of ours may still be unbooked; see sweep_fills.
+        self._sweep_from = self._first_sweep_from(history_from_ms)
+        self._cancelled_foreign: set[str] = set()
+
+    def _first_sweep_from(self, history_from_ms: int | None) -> int:
+        """Where the first sweep starts: the bot's own history, never the account's.
+
+        The newest of (a bounded window back from now) and the oldest of: the last stored fill,
+        the creation of every open order of ours, and ``history_from_ms`` (the start of an
+        unfinished previous run, whose orders may have filled without a stored row). A fresh
+        database starts ``FILL_LOOKBACK_MS`` before now: position 0, nothing of the account's
+        past is read.
+        """
+        m = self.manager
+        now = self.clock.now_ms()
+        marks = [now]
+        if m.last_fill_ts is not None:
+            marks.append(m.last_fill_ts)
+        marks += [o.created_ts for o in m.open_orders if o.created_ts]
+        if history_from_ms is not None:
+            marks.append(history_from_ms)
+        return max(min(marks), now - MAX_LOOKBACK_MS) - FILL_LOOKBACK_MS
 
     def _diff(self, report: ReconcileReport, kind: str, detail: str, client_id: str | None = None) -> None:
         """One difference: a log line and a ``reconcile_differences`` row (reviewable with SQL)."""
@@ -113,25 +145,48 @@ class Reconciler:
         m = self.manager
         report = report if report is not None else ReconcileReport(ts=self.clock.now_ms())
         before = len(report.differences)
-        since = None if m.last_fill_ts is None else m.last_fill_ts - FILL_LOOKBACK_MS
-        trades = await self.broker.fetch_my_trades(self.symbol, since)
+        trades = await self.broker.fetch_my_trades(self.symbol, self._sweep_from)
         report.fills_checked = len(trades)
+        newest: int | None = None
+        unnamed: list[int] = []  # trades whose order could not be named yet: looked at again
         for f in sorted(trades, key=lambda f: (f.ts, f.trade_id)):
+            newest = f.ts if newest is None else max(newest, f.ts)
             if m.has_seen(f.trade_id):
                 continue
+            cid = m.ownership.attribute(f.client_id, f.exchange_order_id)
+            if cid is None:
+                if f.client_id.startswith(UNATTRIBUTED):
+                    unnamed.append(f.ts)
+                self._foreign(
+                    report, "unattributed_fill" if f.client_id.startswith(UNATTRIBUTED) else "foreign_fill",
+                    f.trade_id, f"trade {f.trade_id}: {f.side} {f.amount} @ {f.price} of exchange order "
+                    f"{f.exchange_order_id}; not the bot's, not booked", f.client_id,
+                )
+                continue
+            if cid != f.client_id:
+                f = replace(f, client_id=cid)
             self._diff(
                 report,
                 "missing_fill",
                 f"trade {f.trade_id}: {f.side} {f.amount} @ {f.price} was on the exchange but not in the store",
                 f.client_id,
             )
-            if m.get(f.client_id) is None and not f.client_id.startswith("unknown-"):
-                # an order this run never saw (a previous run's, or placed by hand): its row first
+            if m.get(f.client_id) is None:
+                # an order of ours this run never saw (a previous run's): its row first
                 order = await self.broker.fetch_order(f.client_id, self.symbol)
                 if order is not None:
                     m.adopt(order, "reconcile: order of a missing fill")
             await m.on_fill_update(f)
+        if newest is not None:
+            # Every trade up to ``newest`` has been looked at: the next sweep starts there (less the
+            # lookback), but never past a trade whose order could not be named yet.
+            self._sweep_from = max(self._sweep_from, min([newest, *unnamed]) - FILL_LOOKBACK_MS)
         return len(report.differences) - before
+
+    def _foreign(self, report: ReconcileReport, kind: str, key: str, detail: str, client_id: str | None) -> None:
+        """Something on the account that is not the bot's: one row and line (the manager's), once."""
+        if self.manager.note_foreign(kind, key, detail, client_id):
+            report.differences.append(Difference(kind, detail, client_id))
 
     async def reconcile_once(self) -> ReconcileReport:
         """One full pass; raises if the exchange cannot be read (the caller retries)."""
@@ -169,7 +224,7 @@ class Reconciler:
                 # says "not found". Closed once it has been unknown for ``settle_unknown_ms``
                 # (a late create can no longer land then); until then it stays open for risk.
                 since = m.unknown_since.get(mine.client_id)
-                age = None if since is None else self.clock.now_ms() - since
+                age = None if since is None else self.clock.mono_ms() - since  # both monotonic ms
                 if age is not None and age < self.settle_unknown_ms:
                     self._diff(
                         report,
@@ -215,6 +270,13 @@ class Reconciler:
         for b in report.balances.values():
             if b.total:
                 m.sink.put(b)
+        if self.runs == 0 and m.last_fill_ts is None and not m.orders:
+            # A fresh database: the bot starts at position 0 whatever the account holds; what the
+            # account held is kept as a baseline row (the balances rows above carry the numbers).
+            held = ", ".join(f"{b.currency} {b.total}" for b in report.balances.values() if b.total) or "nothing"
+            log.info("balance_baseline", balances=held, position="0")
+            m.sink.put(ReconcileDifference(self.clock.now_ms(), self.symbol, "baseline",
+                                           f"fresh database: position 0; the account held {held}"))
         base = report.balances.get(self.base)
         position = m.position.amount
         if base is not None:
@@ -243,25 +305,28 @@ class Reconciler:
             track(order)
 
     async def _unknown(self, report: ReconcileReport, ex: Order) -> None:
-        ours = "a previous run of this bot" if self.ids.is_ours(ex.client_id) else "another client"
-        if self.cancel_unknown:
+        """An open order the manager does not hold: a previous run's of ours, or somebody else's."""
+        if self.manager.is_own(ex.client_id):
+            # ours (prefix or our orders table) but not loaded: e.g. its row was lost in a crash
             self._diff(
                 report,
                 "unknown_order",
-                f"open order from {ours} ({ex.side} {ex.amount} @ {ex.price}); cancelling",
+                f"open order from a previous run of this bot ({ex.side} {ex.amount} @ {ex.price}); adopted",
                 ex.client_id,
             )
-            self.manager.adopt(ex, f"reconcile: unknown open order from {ours}")
-            await self.manager.cancel(ex.client_id)
-        else:
-            self._diff(
-                report,
-                "unknown_order",
-                f"open order from {ours} ({ex.side} {ex.amount} @ {ex.price}); adopted",
-                ex.client_id,
-            )
-            self.manager.adopt(ex, f"reconcile: adopted unknown open order from {ours}")
+            self.manager.adopt(ex, "reconcile: adopted open order from a previous run of this bot")
             self._track(ex)
+            return
+        action = "cancelling (cancel_unknown = true)" if self.cancel_unknown else "left alone"
+        self._foreign(
+            report, "foreign_order", ex.client_id,
+            f"open order of another client ({ex.side} {ex.amount} @ {ex.price}); {action}", ex.client_id,
+        )
+        if self.cancel_unknown and ex.client_id not in self._cancelled_foreign:
+            # the broker directly: a foreign order gets no row of ours, even when we cancel it
+            self._cancelled_foreign.add(ex.client_id)
+            done = await self.broker.cancel_order(ex)
+            log.warning("foreign_order_cancelled", client_id=ex.client_id, status=str(done.status))
 
     async def startup(
         self,
@@ -279,6 +344,10 @@ class Reconciler:
             except ExchangeHalted:
                 raise
             except Exception as exc:
+                from bot.execution.broker import authentication_error
+
+                if authentication_error(exc) is not None:
+                    raise  # wrong API keys: no retry can fix them (`bot run` exits 78)
                 attempt += 1
                 log.error(
                     "startup_reconcile_failed",

@@ -39,7 +39,7 @@ class EndpointClass:
     counts_as_order: bool = False
 
 
-# Binance spot weights (GET /api/v3/order 4, openOrders with symbol 6, myTrades 20,
+# Binance spot weights (GET /api/v3/order 4, openOrders with symbol 6, myTrades 20, allOrders 20,
 # account 20, POST/DELETE order 1, DELETE openOrders 1, GET time 1); class caps are well under them.
 BINANCE_SPOT: dict[str, EndpointClass] = {
     "create": EndpointClass(weight=1, rate=10, counts_as_order=True),
@@ -48,6 +48,7 @@ BINANCE_SPOT: dict[str, EndpointClass] = {
     "order": EndpointClass(weight=4, rate=10),
     "open_orders": EndpointClass(weight=6, rate=5),
     "my_trades": EndpointClass(weight=20, rate=5),
+    "all_orders": EndpointClass(weight=20, rate=2),
     "balance": EndpointClass(weight=20, rate=5),
     "time": EndpointClass(weight=1, rate=2),
 }

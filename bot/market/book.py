@@ -67,7 +67,10 @@ class OrderBook:
         self._akeys: list[float] = []  # ask prices, ascending: best ask first
         self.healthy = False
         self.reason: str | None = "no snapshot yet"
-        self.last_update_ms = 0  # receive time (else exchange time) of the last applied book event
+        # When the last book event arrived: its monotonic receive time (``recv_mono``, stamped by
+        # the live feed), else its wall receive time, else its exchange time. ``check_stale``'s
+        # ``now_ms`` must be on the same clock: ``clock.mono_ms()`` live.
+        self.last_update_ms = 0
         self.seq: int | None = None  # last applied exchange update id
         self.has_snapshot = False
         self.updates = 0  # applied snapshots + deltas
@@ -104,7 +107,8 @@ class OrderBook:
         self.seq = snap.seq
         self.has_snapshot = True
         self._fresh = True
-        self.last_update_ms = snap.recv if snap.recv is not None else snap.ts
+        mono = snap.recv_mono
+        self.last_update_ms = mono if mono is not None else snap.recv if snap.recv is not None else snap.ts
         self.updates += 1
         was = self.reason
         self.healthy = True
@@ -177,8 +181,12 @@ class OrderBook:
                 self._atop = None
                 self._aceil = -_INF
 
-        recv = d.recv
-        self.last_update_ms = d.ts if recv is None else recv
+        mono = d.recv_mono
+        if mono is not None:
+            self.last_update_ms = mono
+        else:
+            recv = d.recv
+            self.last_update_ms = d.ts if recv is None else recv
         self.updates += 1
         if self.healthy:
             bk = self._bkeys
@@ -207,6 +215,9 @@ class OrderBook:
     def check_stale(self, now_ms: int, stale_after_ms: int) -> bool:
         """Mark the book stale when no update arrived for longer than ``stale_after_ms``.
 
+        ``now_ms`` is on the clock of ``last_update_ms``: live, the monotonic clock
+        (``clock.mono_ms()``, as the feed stamps ``recv_mono``), never the wall clock, whose
+        steps would hide a stale book (step back) or fake one (step forward).
         Returns ``self.healthy``; a stale book recovers only through a snapshot, as the feed
         resyncs after a silence (a quiet market still gets deltas on Binance every 100 ms).
         """

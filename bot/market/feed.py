@@ -28,6 +28,8 @@ Why it is built this way:
   trade is skipped (``feed_bad_trade``, ``bad_trades``). A book or trade of another symbol
   is ignored (``other_symbol``). Exchange times may step back a few ms between messages
   (accepted as they are); ``last_ts`` and the ``recv`` the feed stamps never go backwards.
+  Book events also carry ``recv_mono``, the receive time on the monotonic clock: the stale
+  check compares it with monotonic now, so a wall-clock step neither hides nor fakes a stale book.
 * Errors: ccxt raises ``ChecksumError``/``InvalidNonce`` (both ``NetworkError``s) on a
   sequence gap and then re-subscribes on the next call, and other ``NetworkError``s on
   disconnects. Both are retried with exponential backoff and full jitter. A ``TypeError``/
@@ -227,8 +229,14 @@ class BookDiffer:
     def has_snapshot(self) -> bool:
         return self._bids is not None
 
-    def update(self, ob: Any, ts: int, recv: int | None = None) -> BookSnapshot | BookDelta | None:
-        """The event that moves our view to ``ob``'s top window (``None`` if nothing changed)."""
+    def update(
+        self, ob: Any, ts: int, recv: int | None = None, recv_mono: int | None = None
+    ) -> BookSnapshot | BookDelta | None:
+        """The event that moves our view to ``ob``'s top window (``None`` if nothing changed).
+
+        ``recv`` is the wall-clock receive time (a stamp), ``recv_mono`` the monotonic one (what
+        the stale-book check measures); both go on the event as they are.
+        """
         if not isinstance(ob, dict):
             raise BadMessage("book", ob, "must be an order book (a dict)")
         if self.symbol is not None:
@@ -257,6 +265,7 @@ class BookDiffer:
                 asks=sorted(asks.items()),
                 seq=nonce,
                 recv=recv,
+                recv_mono=recv_mono,
             )
         if nonce is not None and prev_nonce is not None and nonce == prev_nonce:
             return None  # the same book again
@@ -272,6 +281,7 @@ class BookDiffer:
             seq=nonce,
             first_seq=None if nonce is None or prev_nonce is None else prev_nonce + 1,
             recv=recv,
+            recv_mono=recv_mono,
         )
 
 
@@ -479,7 +489,7 @@ class MarketFeed:
         """
         now = self._now()
         try:
-            ev = self.differ.update(ob, book_time(ob, now), now)
+            ev = self.differ.update(ob, book_time(ob, now), now, self.clock.mono_ms())
         except OtherSymbol as exc:
             self._ignore_other_symbol(exc, "book")
             return None

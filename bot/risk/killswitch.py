@@ -261,8 +261,11 @@ class KillSwitch:
 
 
 async def resume_persisted(db_url: str, account: str, symbol: str, now_ms: int,
-                           who: str = "operator") -> tuple[RiskEvent | None, RiskEvent | None]:
-    """``bot resume``: find the latest halt in the store and write a RESUME row for it.
+                           who: str = "operator", *, mode: str,
+                           venue: str) -> tuple[RiskEvent | None, RiskEvent | None]:
+    """``bot resume``: find the latest halt of (account, mode, venue, symbol) in the store and
+    write a RESUME row for it (``mode``/``venue``: the config's ``mode`` and ``Settings.venue``;
+    a paper halt is never lifted by a testnet config, nor the other way round).
 
     Returns (halt, resume_event); (None, None) when the bot is not halted.
     """
@@ -272,13 +275,13 @@ async def resume_persisted(db_url: str, account: str, symbol: str, now_ms: int,
     queries: Any = importlib.import_module("bot.store.queries")
     engine = db.make_engine(db_url)
     try:
-        halt = await queries.latest_halt(engine, account, symbol)
+        halt = await queries.latest_halt(engine, account, symbol, mode=mode, venue=venue)
         if halt is None or halt.action is not RiskAction.HALT:
             return None, None
         ks = KillSwitch(RiskSettings(), _FixedClock(now_ms), HaltState.from_event(halt))
         ev = ks.resume(now_ms, who)
-        # `bot resume` is not a run: run_id None attaches the row to the pair's newest run.
-        await queries.insert_risk_event(engine, None, account, symbol, ev)
+        # `bot resume` is not a run: run_id None attaches the row to the scope's newest run.
+        await queries.insert_risk_event(engine, None, account, symbol, ev, mode=mode, venue=venue)
         return halt, ev
     finally:
         await engine.dispose()
@@ -289,6 +292,9 @@ class _FixedClock:
         self._now = now_ms
 
     def now_ms(self) -> int:
+        return self._now
+
+    def mono_ms(self) -> int:
         return self._now
 
     def monotonic(self) -> float:

@@ -5,7 +5,8 @@ knows what the account may do. Checks, in order (the first that fails decides):
 
 1. market feed up, book healthy (not stale, crossed or resyncing) -> else reject;
 2. open orders below ``max_open_orders`` -> else reject;
-3. orders sent in the last 60 s below ``max_orders_per_minute`` -> else reject;
+3. orders sent in the last 60 s below ``max_orders_per_minute`` -> else reject (the 60 s
+   are measured on the monotonic clock: a wall-clock step neither freezes nor empties them);
 4. a mid exists and the limit price is within ``price_band_bps`` of it -> else reject;
 5. notional <= ``max_order_notional`` -> else clip the amount (reject if the clip leaves
    less than the market minimum);
@@ -89,7 +90,7 @@ class RiskLimits:
         self.rules = rules
         self.clock = clock
         self.log = log if log is not None else get_logger("risk")
-        self._sent: deque[int] = deque()
+        self._sent: deque[int] = deque()  # monotonic ms (``clock.mono_ms``) of the orders sent
         self.rejections = 0  # consecutive exchange rejections
         self._rejection_event_sent = False
 
@@ -106,10 +107,12 @@ class RiskLimits:
         }
         self.log.info("risk_settings_reloaded", changed=changed)
 
-    def on_order_sent(self, ts_ms: int) -> None:
-        """Count an order toward ``max_orders_per_minute``."""
-        self._sent.append(ts_ms)
-        self._expire(ts_ms)
+    def on_order_sent(self, mono_ms: int | None = None) -> None:
+        """Count an order toward ``max_orders_per_minute``, sent at ``mono_ms`` on the monotonic
+        clock (``clock.mono_ms()``, the default); never a wall-clock stamp."""
+        now = self.clock.mono_ms() if mono_ms is None else mono_ms
+        self._sent.append(now)
+        self._expire(now)
 
     def on_accepted(self) -> None:
         """The exchange accepted an order: the consecutive-rejection count restarts."""
@@ -144,12 +147,13 @@ class RiskLimits:
                       max_rejections=self.settings.max_rejections)
         return ev
 
-    def _expire(self, now_ms: int) -> None:
-        while self._sent and self._sent[0] <= now_ms - MINUTE_MS:
+    def _expire(self, mono_ms: int) -> None:
+        while self._sent and self._sent[0] <= mono_ms - MINUTE_MS:
             self._sent.popleft()
 
     def orders_last_minute(self) -> int:
-        self._expire(self.clock.now_ms())
+        """Orders sent in the last 60 s of monotonic time."""
+        self._expire(self.clock.mono_ms())
         return len(self._sent)
 
     # ------------------------------------------------------------------ the check

@@ -3,6 +3,11 @@
 Why here and not in the writer: these run at start-up (recovery: fills, open orders, the
 persisted halt), from ``bot resume`` and from the report, outside the single writer's
 batching. Each returns the shared model types, not rows.
+
+Every read about trading state takes the scope (account, ``mode``, ``venue``, symbol) and the
+scope arguments are required keywords: a paper or replay run must never read a testnet or live
+position or halt, nor the other way round (``venue`` is ``Settings.venue``; a replay's rows
+have mode ``replay``).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ async def create_run(
     account: str,
     symbol: str,
     exchange: str,
+    venue: str,
     started_ms: int,
     pid: int | None = None,
 ) -> int:
@@ -50,7 +56,8 @@ async def create_run(
         res = await conn.execute(
             insert(t.runs).values(
                 started_at=ms_to_dt(started_ms), mode=mode, config_hash=config_hash, version=version,
-                account=account, symbol=symbol, exchange=exchange, pid=os.getpid() if pid is None else pid,
+                account=account, symbol=symbol, exchange=exchange, venue=venue,
+                pid=os.getpid() if pid is None else pid,
             ).returning(t.runs.c.id)
         )
         return int(res.scalar_one())
@@ -61,12 +68,13 @@ async def end_run(engine: AsyncEngine, run_id: int, ended_ms: int) -> None:
         await conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(ended_at=ms_to_dt(ended_ms)))
 
 
-async def latest_run_id(engine: AsyncEngine, account: str, symbol: str) -> int | None:
-    """The newest run of (account, symbol), e.g. to attach a ``bot resume`` event to."""
+async def latest_run_id(engine: AsyncEngine, account: str, symbol: str, *, mode: str, venue: str) -> int | None:
+    """The newest run of (account, mode, venue, symbol), e.g. to attach a ``bot resume`` event to."""
+    c = t.runs.c
     async with engine.connect() as conn:
         res = await conn.execute(
-            select(t.runs.c.id).where(t.runs.c.account == account, t.runs.c.symbol == symbol)
-            .order_by(t.runs.c.id.desc()).limit(1)
+            select(c.id).where(c.account == account, c.mode == mode, c.venue == venue, c.symbol == symbol)
+            .order_by(c.id.desc()).limit(1)
         )
         v = res.scalar()
         return None if v is None else int(v)
@@ -80,34 +88,40 @@ def _risk_event(row: Any) -> RiskEvent:
     )
 
 
-async def latest_halt_or_resume(engine: AsyncEngine, account: str, symbol: str) -> RiskEvent | None:
-    """The newest ``halt`` or ``resume`` row of (account, symbol), or None."""
+async def latest_halt_or_resume(engine: AsyncEngine, account: str, symbol: str, *, mode: str,
+                                venue: str) -> RiskEvent | None:
+    """The newest ``halt`` or ``resume`` row of (account, mode, venue, symbol), or None."""
     c = t.risk_events.c
     async with engine.connect() as conn:
         row = (await conn.execute(
             select(t.risk_events)
-            .where(c.account == account, c.symbol == symbol, c.action.in_(("halt", "resume")))
+            .where(c.account == account, c.mode == mode, c.venue == venue, c.symbol == symbol,
+                   c.action.in_(("halt", "resume")))
             .order_by(c.ts.desc(), c.id.desc()).limit(1)
         )).first()
     return None if row is None else _risk_event(row)
 
 
-async def latest_halt(engine: AsyncEngine, account: str, symbol: str) -> RiskEvent | None:
-    """The persisted halt: the newest ``halt`` of (account, symbol) not followed by a ``resume``."""
-    ev = await latest_halt_or_resume(engine, account, symbol)
+async def latest_halt(engine: AsyncEngine, account: str, symbol: str, *, mode: str, venue: str) -> RiskEvent | None:
+    """The persisted halt: the newest ``halt`` of (account, mode, venue, symbol) not followed by a ``resume``."""
+    ev = await latest_halt_or_resume(engine, account, symbol, mode=mode, venue=venue)
     return ev if ev is not None and ev.action is RiskAction.HALT else None
 
 
 async def insert_risk_event(engine: AsyncEngine, run_id: int | None, account: str, symbol: str,
-                            ev: RiskEvent) -> None:
-    """Write one risk event directly (``bot resume``); ``run_id`` None: the newest run of the pair."""
+                            ev: RiskEvent, *, mode: str, venue: str) -> None:
+    """Write one risk event of (account, mode, venue, symbol) directly (``bot resume``).
+
+    ``run_id`` None: the newest run of that scope, else a ``manual`` run created for it.
+    """
     if run_id is None:
-        run_id = await latest_run_id(engine, account, symbol)
+        run_id = await latest_run_id(engine, account, symbol, mode=mode, venue=venue)
     if run_id is None:
         run_id = await create_run(engine, mode="manual", config_hash="", version="", account=account,
-                                  symbol=symbol, exchange="", started_ms=ev.ts)
+                                  symbol=symbol, exchange="", venue=venue, started_ms=ev.ts)
     async with engine.begin() as conn:
-        await conn.execute(insert(t.risk_events), [risk_event_row(run_id, account, symbol, ev)])
+        await conn.execute(insert(t.risk_events),
+                           [risk_event_row(run_id, account, symbol, ev, mode=mode, venue=venue)])
 
 
 def _fill(row: Any) -> Fill:
@@ -118,12 +132,14 @@ def _fill(row: Any) -> Fill:
     )
 
 
-async def load_fills(engine: AsyncEngine, account: str, symbol: str) -> list[Fill]:
-    """All fills of (account, symbol) over all runs, oldest first (exchange time, then arrival)."""
+async def load_fills(engine: AsyncEngine, account: str, symbol: str, *, mode: str, venue: str) -> list[Fill]:
+    """All fills of (account, mode, venue, symbol) over all runs, oldest first (exchange time, then arrival)."""
     c = t.fills.c
     async with engine.connect() as conn:
         res = await conn.execute(
-            select(t.fills).where(c.account == account, c.symbol == symbol).order_by(c.ts, c.id)
+            select(t.fills)
+            .where(c.account == account, c.mode == mode, c.venue == venue, c.symbol == symbol)
+            .order_by(c.ts, c.id)
         )
         return [_fill(r) for r in res]
 
@@ -139,20 +155,52 @@ def _order(row: Any) -> Order:
     )
 
 
-async def load_orders(engine: AsyncEngine, account: str, symbol: str, open_only: bool = False) -> list[Order]:
-    """Orders of (account, symbol), oldest first; ``open_only``: not filled/cancelled/rejected/expired.
+async def load_orders(engine: AsyncEngine, account: str, symbol: str, open_only: bool = False, *, mode: str,
+                      venue: str) -> list[Order]:
+    """Orders of (account, mode, venue, symbol), oldest first; ``open_only``: not filled/cancelled/rejected/expired.
 
     A placeholder row created for an unknown order's fill has status ``unknown`` (open: the
     reconciler looks it up) and ``amount`` = what was filled; one created from an order event
     alone has no side and is left out.
     """
     c = t.orders.c
-    q = select(t.orders).where(c.account == account, c.symbol == symbol, c.side.is_not(None))
+    q = select(t.orders).where(c.account == account, c.mode == mode, c.venue == venue, c.symbol == symbol,
+                               c.side.is_not(None))
     if open_only:
         q = q.where(c.status.not_in(_TERMINAL))
     async with engine.connect() as conn:
         res = await conn.execute(q.order_by(c.created_at, c.id))
         return [_order(r) for r in res]
+
+
+async def load_own_client_ids(engine: AsyncEngine, account: str, mode: str, venue: str, symbol: str) -> set[str]:
+    """Every client id of the bot's own orders in (account, mode, venue, symbol), over all runs.
+
+    Own: a row with a side (one made from an order event alone has none) that is not a
+    ``reason = 'external'`` placeholder (the writer's row for a fill or event of an order it
+    never placed). Ownership by table, beside ownership by client-id prefix (DESIGN.md).
+    """
+    c = t.orders.c
+    q = select(c.client_id).where(c.account == account, c.mode == mode, c.venue == venue, c.symbol == symbol,
+                                  c.side.is_not(None), c.reason != "external")
+    async with engine.connect() as conn:
+        return set((await conn.execute(q)).scalars())
+
+
+async def unfinished_run_start(engine: AsyncEngine, account: str, mode: str, venue: str, symbol: str,
+                               before_run_id: int) -> int | None:
+    """Start (ms) of the newest earlier run of the scope that never closed its row (killed), or None.
+
+    The start-up fill sweep reaches back to it: that run may have sent an order whose row was
+    still in the writer's queue when it died, and the order may have filled since.
+    """
+    c = t.runs.c
+    q = (select(c.started_at, c.ended_at)
+         .where(c.account == account, c.mode == mode, c.venue == venue, c.symbol == symbol, c.id < before_run_id)
+         .order_by(c.id.desc()).limit(1))
+    async with engine.connect() as conn:
+        row = (await conn.execute(q)).first()
+    return None if row is None or row.ended_at is not None else dt_to_ms(row.started_at)
 
 
 async def fill_count(engine: AsyncEngine, account: str | None = None) -> int:
@@ -196,5 +244,7 @@ __all__ = [
     "latest_run_id",
     "load_fills",
     "load_orders",
+    "load_own_client_ids",
     "to_decimal",
+    "unfinished_run_start",
 ]

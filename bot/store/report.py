@@ -79,18 +79,21 @@ async def collect(url: str, run_id: int | None = None, since: str | None = None)
     revision = await current_revision(url)
     if revision is None:
         raise ReportError("the database has no schema yet; run `bot db upgrade --db URL` first")
+    # revision 0004 keys rows by mode and venue; before it, a run's venue is its exchange id
+    scoped = revision not in ("0001", "0002", "0003")
     engine = make_engine(url)
     data = ReportData()
     try:
         async with engine.connect() as conn:
             runs = t.runs.c
             fills = t.fills.c
+            venue = runs.venue if scoped else runs.exchange
             q = (
                 select(runs.id, runs.started_at, runs.ended_at, runs.mode, runs.account, runs.symbol,
-                       runs.exchange, runs.version, func.count(fills.id).label("fills"))
+                       runs.exchange, venue.label("venue"), runs.version, func.count(fills.id).label("fills"))
                 .select_from(t.runs.outerjoin(t.fills, fills.run_id == runs.id))
                 .group_by(runs.id, runs.started_at, runs.ended_at, runs.mode, runs.account, runs.symbol,
-                          runs.exchange, runs.version)
+                          runs.exchange, venue, runs.version)
                 .order_by(runs.id)
             )
             if run_id is not None:
@@ -110,6 +113,10 @@ async def collect(url: str, run_id: int | None = None, since: str | None = None)
                 pair_where.append("account = :account AND symbol = :symbol")
                 params["account"] = data.runs[0]["account"]
                 params["symbol"] = data.runs[0]["symbol"]
+                if scoped:  # the run's own book: not another mode's or venue's days of the pair
+                    pair_where.append("mode = :mode AND venue = :venue")
+                    params["mode"] = data.runs[0]["mode"]
+                    params["venue"] = data.runs[0]["venue"]
             if since_dt is not None:
                 where.append("ts >= :since")
                 pair_where.append("day >= :since_day")
@@ -124,10 +131,10 @@ async def collect(url: str, run_id: int | None = None, since: str | None = None)
             trades = await _rows(conn, f"SELECT * FROM v_trades WHERE {w} ORDER BY ts DESC, fill_id DESC "
                                        f"LIMIT {TRADES_SHOWN}", **params)
             data.trades = list(reversed(trades))
-            data.daily = await _rows(conn, f"SELECT * FROM v_daily_pnl WHERE {pw} ORDER BY day, account, symbol",
-                                     **params)
-            data.risk = await _rows(conn, f"SELECT * FROM v_risk_summary WHERE {pw} "
-                                          "ORDER BY day, account, symbol, action, kind", **params)
+            key = "day, account, mode, venue, symbol" if scoped else "day, account, symbol"
+            data.daily = await _rows(conn, f"SELECT * FROM v_daily_pnl WHERE {pw} ORDER BY {key}", **params)
+            data.risk = await _rows(conn, f"SELECT * FROM v_risk_summary WHERE {pw} ORDER BY {key}, action, kind",
+                                    **params)
             if revision != "0001":  # v_markouts arrived in revision 0002
                 await _collect_markouts(conn, data, w.replace("ts >=", "fill_ts >="), params)
     finally:
@@ -169,11 +176,11 @@ def _markout_table(title: str, key: str, label: str, rows: list[dict[str, Any]])
 def render(data: ReportData, console: Console) -> None:
     """Print the four tables."""
     runs = Table(title="Runs", title_justify="left")
-    for col in ("run", "started (UTC)", "ended (UTC)", "mode", "account", "symbol", "exchange", "version", "fills"):
+    for col in ("run", "started (UTC)", "ended (UTC)", "mode", "venue", "account", "symbol", "version", "fills"):
         runs.add_column(col, justify="right" if col in ("run", "fills") else "left")
     for r in data.runs:
-        runs.add_row(str(r["id"]), _ts_text(r["started_at"]), _ts_text(r["ended_at"]), r["mode"], r["account"],
-                     r["symbol"], r["exchange"], r["version"], str(r["fills"]))
+        runs.add_row(str(r["id"]), _ts_text(r["started_at"]), _ts_text(r["ended_at"]), r["mode"], r["venue"],
+                     r["account"], r["symbol"], r["version"], str(r["fills"]))
     console.print(runs)
 
     shown = len(data.trades)
@@ -194,29 +201,31 @@ def render(data: ReportData, console: Console) -> None:
     console.print(trades)
 
     daily = Table(title="Daily PnL (UTC days, average cost)", title_justify="left")
-    for col in ("day", "account", "symbol", "trades", "volume", "notional", "realised", "fees", "net", "end position"):
-        daily.add_column(col, justify="left" if col in ("day", "account", "symbol") else "right")
+    for col in ("day", "mode", "venue", "account", "symbol", "trades", "volume", "notional", "realised", "fees", "net",
+                "end position"):
+        daily.add_column(col, justify="left" if col in ("day", "mode", "venue", "account", "symbol") else "right")
     total = Decimal(0)
     for r in data.daily:
         net = to_decimal(r["net_pnl"]) or Decimal(0)
         total += net
         style = "green" if net > 0 else "red" if net < 0 else None
-        daily.add_row(_day_text(r["day"]), r["account"], r["symbol"], str(r["trade_count"]), _money(r["volume"]),
+        daily.add_row(_day_text(r["day"]), r.get("mode", ""), r.get("venue", ""), r["account"], r["symbol"],
+                      str(r["trade_count"]), _money(r["volume"]),
                       _money(r["notional"]), _money(r["realized_pnl"]), _money(r["fees"]), _money(r["net_pnl"]),
                       _money(r["end_position"]), style=style)
     if data.daily:
         daily.add_section()
-        daily.add_row("total", "", "", str(sum(int(r["trade_count"]) for r in data.daily)), "", "", "", "",
-                      _money(total), "")
+        daily.add_row("total", "", "", "", "", str(sum(int(r["trade_count"]) for r in data.daily)), "", "", "",
+                      "", _money(total), "")
     console.print(daily)
 
     risk = Table(title="Risk events", title_justify="left")
-    for col in ("day", "account", "symbol", "action", "kind", "events", "orders", "last (UTC)"):
+    for col in ("day", "mode", "venue", "account", "symbol", "action", "kind", "events", "orders", "last (UTC)"):
         risk.add_column(col, justify="right" if col in ("events", "orders") else "left")
     for r in data.risk:
         style = "bold red" if r["action"] == "halt" else None
-        risk.add_row(_day_text(r["day"]), r["account"], r["symbol"], r["action"], r["kind"], str(r["events"]),
-                     str(r["orders"]), _ts_text(r["last_at"]), style=style)
+        risk.add_row(_day_text(r["day"]), r.get("mode", ""), r.get("venue", ""), r["account"], r["symbol"],
+                     r["action"], r["kind"], str(r["events"]), str(r["orders"]), _ts_text(r["last_at"]), style=style)
     console.print(risk)
 
     if data.markouts_by_liquidity:

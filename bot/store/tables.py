@@ -1,9 +1,15 @@
 """The schema: one SQLAlchemy 2 model per table of DESIGN.md's persistence section.
 
 Why these keys: a reviewer joins everything by ``run_id`` / ``account`` / ``symbol`` and
-reads it by time, so each table has those and an index on time. Replays of the same fact
-are no-ops, never double counts: a fill is unique per (exchange, symbol, trade id), an order
-event per (client id, status, filled), an order per client id (upserted as it changes).
+reads it by time, so each table has those and an index on time. Every row about trading also
+carries ``mode`` (paper, testnet, live, replay) and ``venue`` (``Settings.venue``: where the
+orders go, e.g. ``binance``, ``binance:sandbox``, ``binance@http://127.0.0.1:8765``), and the
+start-up loads (fills, open orders, the persisted halt) read one (account, mode, venue, symbol)
+only: a testnet run never takes a paper position for its own, nor the other way round
+(revision 0004). Replays of the same fact are no-ops, never double counts: a fill is unique
+per (venue, symbol, trade id) - a testnet trade id never makes a live fill with the same id a
+"duplicate" - an order event per (client id, status, filled), an order per client id
+(upserted as it changes).
 Fills and order events reference ``orders.client_id`` so an orphan cannot exist; the writer
 creates a placeholder order (``reason='external'``) when a fill arrives for an order it has
 never seen, rather than lose the fill.
@@ -66,6 +72,7 @@ class Run(Base):
     account: Mapped[str] = mapped_column(String(64))
     symbol: Mapped[str] = mapped_column(String(32))
     exchange: Mapped[str] = mapped_column(String(32))
+    venue: Mapped[str] = mapped_column(String(160))  # Settings.venue (revision 0004; older runs: the exchange id)
     pid: Mapped[int | None] = mapped_column(Integer)
 
 
@@ -74,13 +81,15 @@ class OrderRow(Base):
 
     __tablename__ = "orders"
     __table_args__ = (
-        Index(None, "account", "symbol", "status"),
+        Index(None, "account", "mode", "venue", "symbol", "status"),
         Index(None, "created_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
     account: Mapped[str] = mapped_column(String(64))
+    mode: Mapped[str] = mapped_column(String(16))  # paper | testnet | live | replay (the run's)
+    venue: Mapped[str] = mapped_column(String(160))  # where orders go: Settings.venue
     symbol: Mapped[str] = mapped_column(String(32))
     client_id: Mapped[str] = mapped_column(String(64), unique=True)
     exchange_id: Mapped[str | None] = mapped_column(String(64), index=True)
@@ -119,13 +128,15 @@ class FillRow(Base):
 
     __tablename__ = "fills"
     __table_args__ = (
-        UniqueConstraint("exchange", "symbol", "trade_id"),
-        Index(None, "account", "symbol", "ts"),
+        UniqueConstraint("venue", "symbol", "trade_id"),
+        Index(None, "account", "mode", "venue", "symbol", "ts"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
     account: Mapped[str] = mapped_column(String(64))
+    mode: Mapped[str] = mapped_column(String(16))
+    venue: Mapped[str] = mapped_column(String(160))
     exchange: Mapped[str] = mapped_column(String(32))
     symbol: Mapped[str] = mapped_column(String(32))
     trade_id: Mapped[str] = mapped_column(String(64))
@@ -154,6 +165,8 @@ class PositionRow(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
     account: Mapped[str] = mapped_column(String(64))
+    mode: Mapped[str] = mapped_column(String(16))
+    venue: Mapped[str] = mapped_column(String(160))
     symbol: Mapped[str] = mapped_column(String(32))
     ts: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     amount: Mapped[Decimal] = mapped_column(Money)
@@ -171,6 +184,8 @@ class SignalRow(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
     account: Mapped[str] = mapped_column(String(64))
+    mode: Mapped[str] = mapped_column(String(16))
+    venue: Mapped[str] = mapped_column(String(160))
     symbol: Mapped[str] = mapped_column(String(32))
     ts: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     kind: Mapped[str] = mapped_column(String(16))
@@ -183,11 +198,13 @@ class RiskEventRow(Base):
     """Every rejection, clip, halt and resume, with its reason and numbers."""
 
     __tablename__ = "risk_events"
-    __table_args__ = (Index(None, "account", "symbol", "action", "ts"),)
+    __table_args__ = (Index(None, "account", "mode", "venue", "symbol", "action", "ts"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
     account: Mapped[str] = mapped_column(String(64))
+    mode: Mapped[str] = mapped_column(String(16))
+    venue: Mapped[str] = mapped_column(String(160))
     symbol: Mapped[str] = mapped_column(String(32))
     ts: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     action: Mapped[str] = mapped_column(String(8))
@@ -206,6 +223,8 @@ class ReconcileDifferenceRow(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
     account: Mapped[str] = mapped_column(String(64))
+    mode: Mapped[str] = mapped_column(String(16))
+    venue: Mapped[str] = mapped_column(String(160))
     symbol: Mapped[str] = mapped_column(String(32))
     ts: Mapped[datetime] = mapped_column(UtcDateTime)
     kind: Mapped[str] = mapped_column(String(32))
@@ -222,6 +241,8 @@ class BalanceRow(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
     account: Mapped[str] = mapped_column(String(64))
+    mode: Mapped[str] = mapped_column(String(16))
+    venue: Mapped[str] = mapped_column(String(160))
     ts: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     currency: Mapped[str] = mapped_column(String(16))
     free: Mapped[Decimal] = mapped_column(Money)
@@ -231,20 +252,22 @@ class BalanceRow(Base):
 class MarkoutRow(Base):
     """Mid and microprice a fixed horizon after each fill, and the fill's markout PnL (revision 0002).
 
-    One row per (fill, horizon); keyed like ``fills`` (exchange, symbol, trade id) plus the horizon,
+    One row per (fill, horizon); keyed like ``fills`` (venue, symbol, trade id) plus the horizon,
     so a markout written twice is stored once. No foreign key to ``fills``: the markout of a fill
     is computed seconds later and must not be refused if the fill's own batch is still retrying.
     """
 
     __tablename__ = "markouts"
     __table_args__ = (
-        UniqueConstraint("exchange", "symbol", "trade_id", "horizon_ms"),
+        UniqueConstraint("venue", "symbol", "trade_id", "horizon_ms"),
         Index(None, "account", "symbol", "fill_ts"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
     account: Mapped[str] = mapped_column(String(64))
+    mode: Mapped[str] = mapped_column(String(16))
+    venue: Mapped[str] = mapped_column(String(160))
     exchange: Mapped[str] = mapped_column(String(32))
     symbol: Mapped[str] = mapped_column(String(32))
     trade_id: Mapped[str] = mapped_column(String(64))

@@ -8,6 +8,12 @@ records or a ``durable`` request), and writes the batch in one transaction with
 ``ON CONFLICT DO UPDATE``), so a batch retried after an ambiguous failure, or a fill
 reported twice by the exchange, is stored once.
 
+Scope: one writer writes for one (account, mode, venue) and puts them on every row. A fill
+already stored is recognised by (venue, symbol, trade id), the unique key: the same trade id
+at another venue (testnet and live number their trades independently) is another fill. The
+running inventory (``position_after``) continues the newest fill of the same (account, mode,
+venue, symbol), never another venue's or mode's.
+
 Durability barrier: ``await writer.durable(fill)`` returns once the batch holding that fill
 has committed (it puts the fill first when it was not put yet). The order manager awaits it
 before it acts on a fill, so every fill the bot acted on survives a ``kill -9``.
@@ -93,6 +99,8 @@ class StoreWriter:
         run_id: int,
         account: str,
         symbol: str,
+        mode: str,
+        venue: str,
         exchange: str = "binance",
         queue_size: int = 10_000,
         batch_ms: int = 50,
@@ -110,6 +118,8 @@ class StoreWriter:
         self.run_id = run_id
         self.account = account
         self.symbol = symbol
+        self.mode = mode
+        self.venue = venue
         self.exchange = exchange
         self.queue_size = queue_size
         self.batch_s = batch_ms / 1000
@@ -126,7 +136,8 @@ class StoreWriter:
         self._inflight: list[_Item] = []  # the batch being written (or retried)
         self._seq = 0  # seq of the newest record put
         self._done = 0  # every record with seq <= _done is committed
-        self._pending_fills: dict[tuple[str, str], int] = {}  # (symbol, trade_id) -> seq
+        # (symbol, trade_id) -> seq: one writer writes one venue, so this is the (venue, symbol, trade_id) key
+        self._pending_fills: dict[tuple[str, str], int] = {}
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._tiebreak = itertools.count()
         self._inventories: dict[str, Inventory] = {}
@@ -136,6 +147,11 @@ class StoreWriter:
         self._closing = False
         self._failed: BaseException | None = None
         self._backlogged = False
+
+    @property
+    def _scope(self) -> dict[str, str]:
+        """The columns every row of this writer carries: whose and where (see ``bot.store.tables``)."""
+        return {"account": self.account, "mode": self.mode, "venue": self.venue}
 
     # ------------------------------------------------------------------ producer side
 
@@ -367,7 +383,7 @@ class StoreWriter:
             for table, rows in other.items():
                 if table is t.markouts:  # idempotent: one row per (fill, horizon)
                     await conn.execute(self._insert(t.markouts).on_conflict_do_nothing(
-                        index_elements=["exchange", "symbol", "trade_id", "horizon_ms"]), rows)
+                        index_elements=["venue", "symbol", "trade_id", "horizon_ms"]), rows)
                 else:
                     await conn.execute(table.insert(), rows)
         self._inventories.update(inventories)  # only once the transaction committed
@@ -404,7 +420,7 @@ class StoreWriter:
         created = ms_to_dt(r.created_ts)
         updated = ms_to_dt(max(updated_ts, r.created_ts)) if updated_ts is not None else created
         return {
-            "run_id": self.run_id, "account": self.account, "symbol": r.symbol, "client_id": r.client_id,
+            "run_id": self.run_id, **self._scope, "symbol": r.symbol, "client_id": r.client_id,
             "exchange_id": r.exchange_id, "side": r.side.value, "type": r.type.value, "post_only": r.post_only,
             "price": r.price, "amount": r.amount, "filled": r.filled, "status": r.status.value,
             "reason": r.reason, "signal_strength": r.signal_strength, "mid_price": r.mid_price,
@@ -427,7 +443,7 @@ class StoreWriter:
                      exchange_id: str | None) -> dict[str, Any]:
         at = ms_to_dt(ts)
         return {
-            "run_id": self.run_id, "account": self.account, "symbol": symbol, "client_id": client_id,
+            "run_id": self.run_id, **self._scope, "symbol": symbol, "client_id": client_id,
             "exchange_id": exchange_id, "side": side, "type": None, "post_only": False, "price": None,
             "amount": None, "filled": ZERO, "status": OrderStatus.UNKNOWN.value, "reason": "external",
             "signal_strength": None, "mid_price": None, "created_at": at, "updated_at": at,
@@ -457,7 +473,7 @@ class StoreWriter:
                 seen.add(f.trade_id)
                 realized = apply_fill(inv, f, base)
                 rows.append({
-                    "run_id": self.run_id, "account": self.account, "exchange": self.exchange,
+                    "run_id": self.run_id, **self._scope, "exchange": self.exchange,
                     "symbol": symbol, "trade_id": f.trade_id, "client_id": f.client_id,
                     "exchange_order_id": f.exchange_order_id, "ts": ms_to_dt(f.ts), "side": f.side.value,
                     "price": f.price, "amount": f.amount, "notional": quantize(f.price * f.amount),
@@ -468,7 +484,7 @@ class StoreWriter:
             inventories[symbol] = inv
         if rows:
             await conn.execute(
-                self._insert(t.fills).on_conflict_do_nothing(index_elements=["exchange", "symbol", "trade_id"]),
+                self._insert(t.fills).on_conflict_do_nothing(index_elements=["venue", "symbol", "trade_id"]),
                 rows,
             )
         return inventories
@@ -480,7 +496,7 @@ class StoreWriter:
         for i in range(0, len(id_list), _IN_CHUNK):
             chunk = id_list[i : i + _IN_CHUNK]
             res = await conn.execute(
-                select(c.trade_id).where(and_(c.exchange == self.exchange, c.symbol == symbol,
+                select(c.trade_id).where(and_(c.venue == self.venue, c.symbol == symbol,
                                               c.trade_id.in_(chunk)))
             )
             found.update(res.scalars())
@@ -494,7 +510,7 @@ class StoreWriter:
         c = t.fills.c
         row = (await conn.execute(
             select(c.position_after, c.avg_price_after)
-            .where(c.account == self.account, c.symbol == symbol)
+            .where(c.account == self.account, c.mode == self.mode, c.venue == self.venue, c.symbol == symbol)
             .order_by(c.id.desc()).limit(1)
         )).first()
         if row is None:
@@ -504,30 +520,31 @@ class StoreWriter:
     def _plain_row(self, r: Record) -> tuple[Any, dict[str, Any]]:
         if isinstance(r, Position):
             return t.positions, {
-                "run_id": self.run_id, "account": self.account, "symbol": r.symbol, "ts": ms_to_dt(r.ts),
+                "run_id": self.run_id, **self._scope, "symbol": r.symbol, "ts": ms_to_dt(r.ts),
                 "amount": r.amount, "avg_price": r.avg_price, "realized_pnl": r.realized_pnl, "fees": r.fees,
             }
         if isinstance(r, Balance):
             return t.balances, {
-                "run_id": self.run_id, "account": self.account, "ts": ms_to_dt(r.ts), "currency": r.currency,
+                "run_id": self.run_id, **self._scope, "ts": ms_to_dt(r.ts), "currency": r.currency,
                 "free": r.free, "locked": r.locked,
             }
         if isinstance(r, ImbalanceSignal):
             return t.signals, {
-                "run_id": self.run_id, "account": self.account, "symbol": self.symbol, "ts": ms_to_dt(r.ts),
+                "run_id": self.run_id, **self._scope, "symbol": self.symbol, "ts": ms_to_dt(r.ts),
                 "kind": r.kind, "direction": int(r.direction), "strength": float(r.strength),
                 "components": orjson.dumps(r.components, option=orjson.OPT_SORT_KEYS).decode(),
             }
         if isinstance(r, RiskEvent):
-            return t.risk_events, risk_event_row(self.run_id, self.account, self.symbol, r)
+            return t.risk_events, risk_event_row(self.run_id, self.account, self.symbol, r, mode=self.mode,
+                                                 venue=self.venue)
         if isinstance(r, ReconcileDifference):
             return t.reconcile_differences, {
-                "run_id": self.run_id, "account": self.account, "symbol": r.symbol, "ts": ms_to_dt(r.ts),
+                "run_id": self.run_id, **self._scope, "symbol": r.symbol, "ts": ms_to_dt(r.ts),
                 "kind": r.kind, "detail": r.detail, "client_id": r.client_id,
             }
         if isinstance(r, Markout):
             return t.markouts, {
-                "run_id": self.run_id, "account": self.account, "exchange": self.exchange, "symbol": r.symbol,
+                "run_id": self.run_id, **self._scope, "exchange": self.exchange, "symbol": r.symbol,
                 "trade_id": r.trade_id, "client_id": r.client_id, "side": r.side.value,
                 "liquidity": r.liquidity.value, "price": r.price, "amount": r.amount,
                 "fill_ts": ms_to_dt(r.fill_ts), "horizon_ms": r.horizon_ms, "ts": ms_to_dt(r.ts), "mid": r.mid,
@@ -537,10 +554,11 @@ class StoreWriter:
         raise TypeError(f"the store cannot write a {type(r).__name__}")
 
 
-def risk_event_row(run_id: int, account: str, symbol: str, ev: RiskEvent) -> dict[str, Any]:
+def risk_event_row(run_id: int, account: str, symbol: str, ev: RiskEvent, *, mode: str,
+                   venue: str) -> dict[str, Any]:
     """The ``risk_events`` row of a ``RiskEvent`` (shared with ``queries.insert_risk_event``)."""
     return {
-        "run_id": run_id, "account": account, "symbol": symbol, "ts": ms_to_dt(ev.ts),
+        "run_id": run_id, "account": account, "mode": mode, "venue": venue, "symbol": symbol, "ts": ms_to_dt(ev.ts),
         "action": ev.action.value, "kind": ev.kind, "reason": ev.reason, "client_id": ev.client_id,
         "details": orjson.dumps(ev.details, option=orjson.OPT_SORT_KEYS).decode(),
     }

@@ -51,7 +51,8 @@ async def test_short_outage_pauses_then_resumes_and_is_not_a_persisted_halt(tmp_
     assert len(list(core.om.open_orders)) == 1, "trading resumes once the store is back"
     await core.writer.close()
     assert _risk_rows(db) == [("pause", "store_unavailable"), ("unpause", "store_unavailable")]
-    assert await queries.latest_halt(engine, core.settings.exchange.account, core.symbol) is None  # type: ignore[arg-type]
+    assert await queries.latest_halt(engine, core.settings.exchange.account, core.symbol,  # type: ignore[arg-type]
+                                     mode=core.settings.mode, venue=core.settings.venue) is None
     await engine.dispose()  # type: ignore[attr-defined]
 
 

@@ -34,7 +34,7 @@ async def test_a_daily_loss_halt_logs_risk_halt_once_with_its_numbers(
     core, engine = await paper_core(settings, T0)
     writer = core.writer
     try:
-        await core.om.on_fill_update(Fill("t1", "manual-1", "BTC/USDT", Side.BUY, Decimal("60000.5"),
+        await core.om.on_fill_update(Fill("t1", core.om.ids.next(), "BTC/USDT", Side.BUY, Decimal("60000.5"),
                                           Decimal("0.01"), Decimal("0"), "USDT", Liquidity.TAKER, T0))
         capsys.readouterr()
         # the mid falls 12,000: 0.01 BTC loses 120 USDT, beyond max_daily_loss 100

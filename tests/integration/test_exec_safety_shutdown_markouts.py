@@ -44,7 +44,7 @@ async def test_live_shutdown_writes_the_pending_markouts(tmp_path: Path) -> None
         mid = core.book.mid()
         assert mid is not None
         now = core.clock.now_ms()
-        await core.om.on_fill_update(Fill("mk-1", "manual-1", "BTC/USDT", Side.BUY, Decimal(str(round(mid, 2))),
+        await core.om.on_fill_update(Fill("mk-1", core.om.ids.next(), "BTC/USDT", Side.BUY, Decimal(str(round(mid, 2))),
                                           Decimal("0.001"), Decimal("0"), "USDT", Liquidity.TAKER, now))
         assert core.markouts.pending == 3  # 1 s, 10 s, 60 s
         runner.request_stop("test")

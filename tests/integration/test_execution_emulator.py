@@ -32,6 +32,7 @@ from bot.store.writer import StoreWriter
 
 S = OrderStatus
 SYMBOL, ACCOUNT = "BTC/USDT", "emu"
+MODE = "testnet"
 KEY, SECRET = "emulator-key", "emulator-secret"
 # Fault SPEC strings (grammar: bot/emulator/faults.py)
 ACCEPT_THEN_TIMEOUT = "accept_then_timeout=1"
@@ -71,6 +72,7 @@ class Harness:
 
     def __init__(self, tmp: Path) -> None:
         self.url = f"sqlite+aiosqlite:///{tmp / 'bot.db'}"
+        self.venue = "binance@http://127.0.0.1"  # as Settings.venue with [exchange] url = the emulator's
         self.clock = LiveClock()
 
     async def start_emulator(self, faults: str = "") -> None:
@@ -82,15 +84,17 @@ class Harness:
         self.engine = db.make_engine(self.url)
         self.run_id = await queries.create_run(
             self.engine,
-            mode="testnet",
+            mode=MODE,
             config_hash="t",
             version="t",
             account=ACCOUNT,
             symbol=SYMBOL,
             exchange="binance",
+            venue=self.venue,
             started_ms=self.clock.now_ms(),
         )
-        self.writer = StoreWriter(self.engine, run_id=self.run_id, account=ACCOUNT, symbol=SYMBOL)
+        self.writer = StoreWriter(self.engine, run_id=self.run_id, account=ACCOUNT, symbol=SYMBOL, mode=MODE,
+                                  venue=self.venue)
         await self.writer.start()
         self.ex = make_ccxt_client(self.emu.base_url, KEY, SECRET, timeout_ms=timeout_ms)
         self.broker = CcxtBroker(
@@ -103,8 +107,9 @@ class Harness:
             self.clock,
             ClientIdFactory(self.run_id),
             SYMBOL,
-            orders=await queries.load_orders(self.engine, ACCOUNT, SYMBOL, open_only=True),
-            fills=await queries.load_fills(self.engine, ACCOUNT, SYMBOL),
+            orders=await queries.load_orders(self.engine, ACCOUNT, SYMBOL, open_only=True, mode=MODE,
+                                                venue=self.venue),
+            fills=await queries.load_fills(self.engine, ACCOUNT, SYMBOL, mode=MODE, venue=self.venue),
         )
         self.reconciler = Reconciler(self.om, self.broker, self.clock, cancel_unknown=cancel_unknown)
         self.updates = asyncio.create_task(self.om.run_updates())
@@ -141,7 +146,7 @@ async def test_ambiguous_placement_leaves_exactly_one_order(h: Harness) -> None:
         await h.writer.flush()
         on_emu = [x for x in await admin(h.emu, "orders") if _cid(x) == o.client_id]
         assert len(on_emu) == 1 and len(await admin(h.emu, "orders")) == 1
-        stored = await queries.load_orders(h.engine, ACCOUNT, SYMBOL)
+        stored = await queries.load_orders(h.engine, ACCOUNT, SYMBOL, mode=MODE, venue=h.venue)
         assert [(x.client_id, x.exchange_id) for x in stored] == [(o.client_id, o.exchange_id)]
     finally:
         await h.stop_bot()
@@ -185,7 +190,7 @@ async def test_chaos_session_every_fill_once_and_position_matches(h: Harness) ->
         await h.writer.flush()
 
         emu_fills = await admin(h.emu, "fills")
-        stored: list[Fill] = await queries.load_fills(h.engine, ACCOUNT, SYMBOL)
+        stored: list[Fill] = await queries.load_fills(h.engine, ACCOUNT, SYMBOL, mode=MODE, venue=h.venue)
         stored_ids = [f.trade_id for f in stored]
         assert len(stored_ids) == len(set(stored_ids))
         assert sorted(stored_ids) == sorted(_tid(f) for f in emu_fills)
@@ -198,7 +203,7 @@ async def test_chaos_session_every_fill_once_and_position_matches(h: Harness) ->
         # Not vacuous: orders were placed, fills happened, and the faults really hit the session
         # (the emulator's own hit counts, and the broker saw the drops and retried the 5xx).
         hits = (await admin(h.emu, "faults")).get("hits", {})
-        orders = len(await queries.load_orders(h.engine, ACCOUNT, SYMBOL))
+        orders = len(await queries.load_orders(h.engine, ACCOUNT, SYMBOL, mode=MODE, venue=h.venue))
         stats = h.broker.stats
         print(f"\nchaos: {seconds:g} s, {n} rounds, {orders} orders, {len(stored)} fills, "
               f"emulator hits rest_5xx={hits.get('rest_5xx', 0)} ws_drop_every={hits.get('ws_drop_every', 0)}, "
@@ -236,22 +241,23 @@ async def test_restart_with_open_orders_reconciles_before_trading(h: Harness, ca
     await h.start_bot(cancel_unknown=cancel_unknown)
     try:
         report = await h.reconciler.startup()
-        assert report.kinds() == ["unknown_order"]
+        assert report.kinds() == ["foreign_order"]  # somebody else's: reported, never adopted
         assert h.om.orders[mine.client_id].status is S.ACKED  # ours, from the store: kept
+        assert "manual-1" not in h.om.orders
         emu_open = {_cid(o) for o in await admin(h.emu, "orders") if str(o.get("status")).upper() == "NEW"}
         if cancel_unknown:
             assert emu_open == {mine.client_id}
-            assert h.om.orders["manual-1"].status is S.CANCELLED
         else:
             assert emu_open == {mine.client_id, "manual-1"}
-            assert h.om.orders["manual-1"].status is S.ACKED
         assert h.om.ids.seq == 0  # reconciled before this run placed any order
-        # every difference is a row too, reviewable with SQL
+        # every difference is a row too, reviewable with SQL; the foreign order has no orders row
         await h.writer.flush()
         async with h.engine.connect() as conn:
             rows = (await conn.execute(text(
                 "SELECT kind, client_id, run_id FROM reconcile_differences ORDER BY id"))).all()
-        assert [(r[0], r[1], r[2]) for r in rows] == [("unknown_order", "manual-1", h.run_id)]
+            order_rows = (await conn.execute(text("SELECT client_id FROM orders"))).scalars().all()
+        assert [(r[0], r[1], r[2]) for r in rows] == [("foreign_order", "manual-1", h.run_id)]
+        assert "manual-1" not in order_rows
     finally:
         await h.stop_bot()
 

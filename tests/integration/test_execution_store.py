@@ -23,6 +23,7 @@ from bot.store.writer import StoreWriter
 
 S = OrderStatus
 ACCOUNT, SYMBOL = "paper", "BTC/USDT"
+MODE, VENUE = "paper", "binance:sandbox"
 
 
 class Book:
@@ -58,9 +59,10 @@ async def _run(engine: Any, start_ms: int) -> tuple[int, StoreWriter]:
         account=ACCOUNT,
         symbol=SYMBOL,
         exchange="binance",
+        venue=VENUE,
         started_ms=start_ms,
     )
-    w = StoreWriter(engine, run_id=run_id, account=ACCOUNT, symbol=SYMBOL)
+    w = StoreWriter(engine, run_id=run_id, account=ACCOUNT, symbol=SYMBOL, mode=MODE, venue=VENUE)
     await w.start()
     return run_id, w
 
@@ -84,9 +86,9 @@ async def test_orders_events_fills_are_stored_and_survive_a_restart(db_url: str)
         await om.drain()
         await w.flush()
 
-        fills = await queries.load_fills(engine, ACCOUNT, SYMBOL)
+        fills = await queries.load_fills(engine, ACCOUNT, SYMBOL, mode=MODE, venue=VENUE)
         assert [(f.price, f.amount) for f in fills] == [(D("101"), D("0.5")), (D("102"), D("0.2"))]
-        orders = {o.client_id: o for o in await queries.load_orders(engine, ACCOUNT, SYMBOL)}
+        orders = {o.client_id: o for o in await queries.load_orders(engine, ACCOUNT, SYMBOL, mode=MODE, venue=VENUE)}
         assert orders[taker.client_id].status is S.FILLED and orders[taker.client_id].filled == D("0.7")
         assert orders[maker.client_id].status is S.ACKED
         async with engine.connect() as conn:
@@ -112,8 +114,8 @@ async def test_orders_events_fills_are_stored_and_survive_a_restart(db_url: str)
             clock,
             ClientIdFactory(run2),
             SYMBOL,
-            orders=await queries.load_orders(engine, ACCOUNT, SYMBOL, open_only=True),
-            fills=await queries.load_fills(engine, ACCOUNT, SYMBOL),
+            orders=await queries.load_orders(engine, ACCOUNT, SYMBOL, open_only=True, mode=MODE, venue=VENUE),
+            fills=await queries.load_fills(engine, ACCOUNT, SYMBOL, mode=MODE, venue=VENUE),
         )
         assert om2.position.amount == D("0.7")
         report = await Reconciler(om2, broker, clock).reconcile_once()
@@ -123,7 +125,7 @@ async def test_orders_events_fills_are_stored_and_survive_a_restart(db_url: str)
         await om2.drain()
         await w2.flush()
         assert om2.position.amount == D("0.4")
-        fills = await queries.load_fills(engine, ACCOUNT, SYMBOL)
+        fills = await queries.load_fills(engine, ACCOUNT, SYMBOL, mode=MODE, venue=VENUE)
         assert len(fills) == 3 and len({f.trade_id for f in fills}) == 3
         await w2.close()
     finally:

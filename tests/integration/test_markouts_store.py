@@ -16,7 +16,7 @@ from bot.store.report import collect, render
 from bot.store.types import dt_to_ms
 from bot.store.writer import StoreWriter
 
-from fixtures_store import T0, fill, fresh_store, rows, scalar
+from fixtures_store import MODE, T0, VENUE, fill, fresh_store, rows, scalar
 
 D = Decimal
 
@@ -80,7 +80,7 @@ def test_tracker_matches_hand_computed_values() -> None:
 
 async def test_markouts_stored_exactly_and_view_nets_fees(db_url: str) -> None:
     engine, run_id = await fresh_store(db_url)
-    writer = StoreWriter(engine, run_id=run_id, account="acct1", symbol="BTC/USDT")
+    writer = StoreWriter(engine, run_id=run_id, account="acct1", symbol="BTC/USDT", mode=MODE, venue=VENUE)
     await writer.start()
     for f in (F1, F2, F3):
         writer.put(f)
@@ -123,7 +123,7 @@ async def test_markouts_stored_exactly_and_view_nets_fees(db_url: str) -> None:
 
 async def test_report_shows_markout_averages(db_url: str) -> None:
     engine, run_id = await fresh_store(db_url)
-    writer = StoreWriter(engine, run_id=run_id, account="acct1", symbol="BTC/USDT")
+    writer = StoreWriter(engine, run_id=run_id, account="acct1", symbol="BTC/USDT", mode=MODE, venue=VENUE)
     await writer.start()
     for f in (F1, F2, F3):
         writer.put(f)

@@ -41,6 +41,9 @@ MID0 = 60_000.0
 STEP = 100.0  # the mid falls this much per second of event time
 
 
+SCOPE = {"mode": "paper", "venue": "binance:sandbox"}  # what _settings gives: paper, sandbox, no url
+
+
 def _settings(db_url: str) -> Settings:
     return settings_from_dict(
         {
@@ -111,8 +114,10 @@ async def _start(db_url: str, t0: int) -> Proc:
     settings = _settings(db_url)
     clock = SimulatedClock(t0)
     engine, run_id = await open_store(settings, "paper", t0)
-    fills = await queries.load_fills(engine, settings.exchange.account, settings.symbol)
-    open_orders = await queries.load_orders(engine, settings.exchange.account, settings.symbol, open_only=True)
+    scope = {"mode": settings.mode, "venue": settings.venue}
+    fills = await queries.load_fills(engine, settings.exchange.account, settings.symbol, **scope)
+    open_orders = await queries.load_orders(engine, settings.exchange.account, settings.symbol, open_only=True,
+                                            **scope)
     ref: list[TradingCore] = []
     writer = _writer(settings, engine, run_id, ref)
     core = TradingCore(settings, clock=clock, broker=live_paper_broker(settings, clock, run_id, fills),
@@ -251,7 +256,7 @@ async def test_daily_loss_halts_once_flat_survives_restart_until_bot_resume(db_u
 async def test_resume_on_the_same_utc_day_trades_again(sqlite_url: str) -> None:
     """`bot resume` on the day of a max_daily_loss halt gives a fresh budget from the restart."""
     await _lose_halt_restart(sqlite_url)
-    halt, ev = await resume_persisted(sqlite_url, "default", "BTC/USDT", T0 + 120_000)
+    halt, ev = await resume_persisted(sqlite_url, "default", "BTC/USDT", T0 + 120_000, **SCOPE)
     assert halt is not None and ev is not None
     orders, position, halted = await _trades_after_resume(sqlite_url, T0 + 180_000)
     assert not halted, (await _halt_rows(sqlite_url))[-1]
@@ -261,7 +266,7 @@ async def test_resume_on_the_same_utc_day_trades_again(sqlite_url: str) -> None:
 async def test_paper_fills_after_a_restart_are_booked(sqlite_url: str) -> None:
     """Paper trade ids carry the run id: a restarted paper bot's fills are not taken for stored ones."""
     await _lose_halt_restart(sqlite_url)  # two fills stored by the first process
-    await resume_persisted(sqlite_url, "default", "BTC/USDT", T0 + 120_000)
+    await resume_persisted(sqlite_url, "default", "BTC/USDT", T0 + 120_000, **SCOPE)
     orders, position, _ = await _trades_after_resume(sqlite_url, T0 + 86_400_000)
     assert orders == 1
     assert position == POSITION, "the broker filled the buy; the engine must have booked it"
@@ -308,7 +313,7 @@ async def _latest_halt(db_url: str) -> Any:
 
     engine = make_engine(db_url)
     try:
-        return await queries.latest_halt(engine, "default", "BTC/USDT")
+        return await queries.latest_halt(engine, "default", "BTC/USDT", **SCOPE)
     finally:
         await engine.dispose()
 
@@ -318,6 +323,6 @@ async def _fills(db_url: str) -> list[Any]:
 
     engine = make_engine(db_url)
     try:
-        return await queries.load_fills(engine, "default", "BTC/USDT")
+        return await queries.load_fills(engine, "default", "BTC/USDT", **SCOPE)
     finally:
         await engine.dispose()

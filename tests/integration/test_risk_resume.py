@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from bot.cli import app
 from bot.clock import SimulatedClock
-from bot.config import RiskSettings
+from bot.config import RiskSettings, Settings
 from bot.logging import configure_logging
 from bot.model import RiskAction, RiskEvent
 from bot.risk.killswitch import KillSwitch
@@ -32,6 +32,8 @@ async def _maybe(x: Any) -> Any:
 
 
 T0 = 1_723_111_200_000
+# the scope `bot resume` without --config reads: the default config's mode and venue
+SCOPE = {"mode": Settings().mode, "venue": Settings().venue}
 HALT = RiskEvent(ts=T0, action=RiskAction.HALT, kind="max_daily_loss",
                  reason="daily loss 100.00 USDT reached max_daily_loss 100",
                  details={"daily_pnl": "-100.00"})
@@ -44,8 +46,8 @@ def test_halt_survives_restart_until_bot_resume(db_url: str) -> None:
         await _maybe(db.upgrade(db_url))
         engine = db.make_engine(db_url)
         try:
-            await queries.insert_risk_event(engine, None, "default", "BTC/USDT", HALT)
-            return await queries.latest_halt(engine, "default", "BTC/USDT")  # type: ignore[no-any-return]
+            await queries.insert_risk_event(engine, None, "default", "BTC/USDT", HALT, **SCOPE)
+            return await queries.latest_halt(engine, "default", "BTC/USDT", **SCOPE)  # type: ignore[no-any-return]
         finally:
             await engine.dispose()
 

@@ -20,7 +20,7 @@ from bot.store.writer import StoreWriter
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (no package): the store helpers
 from bot.model import Side
 
-from fixtures_store import ACCOUNT, SYMBOL, T0, fill, fresh_store
+from fixtures_store import ACCOUNT, MODE, SYMBOL, T0, VENUE, fill, fresh_store
 
 CHILD = r"""
 import asyncio, sys
@@ -29,7 +29,8 @@ from bot.model import Fill, Liquidity, Order, OrderType, Side, ImbalanceSignal, 
 from bot.store.writer import StoreWriter
 
 async def main(url, run_id):
-    w = StoreWriter(url, run_id=run_id, account="acct1", symbol="BTC/USDT", batch_ms=20)
+    w = StoreWriter(url, run_id=run_id, account="acct1", symbol="BTC/USDT", mode="paper", venue="binance",
+                    batch_ms=20)
     await w.start()
     out = sys.stdout
 
@@ -76,15 +77,15 @@ async def test_sigkill_mid_batch_loses_no_durable_fill(db_url: str) -> None:
     assert len(acked) >= 400, err[-2000:]
     assert proc.returncode == -signal.SIGKILL
 
-    stored = {f.trade_id for f in await load_fills(engine, ACCOUNT, SYMBOL)}
+    stored = {f.trade_id for f in await load_fills(engine, ACCOUNT, SYMBOL, mode=MODE, venue=VENUE)}
     missing = [t for t in acked if t not in stored]
     assert missing == []
     # restart: the database is consistent and the writer carries on from the stored position
-    w = StoreWriter(engine, run_id=run_id, account=ACCOUNT, symbol=SYMBOL)
+    w = StoreWriter(engine, run_id=run_id, account=ACCOUNT, symbol=SYMBOL, mode=MODE, venue=VENUE)
     await w.start()
     await w.durable(fill("after-restart", "k0", Side.SELL, "60010", "0.001", ts=T0 + 10**8))
     await w.close()
-    fills = await load_fills(engine, ACCOUNT, SYMBOL)
+    fills = await load_fills(engine, ACCOUNT, SYMBOL, mode=MODE, venue=VENUE)
     assert fills[-1].trade_id == "after-restart" and len(fills) == len(stored) + 1
     e2 = make_engine(db_url)
     async with e2.connect() as conn:

@@ -12,7 +12,7 @@ from bot.store.queries import to_decimal
 from bot.store.writer import StoreWriter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (no package): the store helpers
-from fixtures_store import ACCOUNT, DAY_MS, SYMBOL, T0, fill, fresh_store, rows
+from fixtures_store import ACCOUNT, DAY_MS, MODE, SYMBOL, T0, VENUE, fill, fresh_store, rows
 
 Q = Decimal("1e-8")
 
@@ -73,13 +73,13 @@ def seeded_fills() -> list[Fill]:
 
 async def test_daily_pnl_view_equals_independent_average_cost(db_url: str) -> None:
     engine, run_id = await fresh_store(db_url)
-    w = StoreWriter(engine, run_id=run_id, account=ACCOUNT, symbol=SYMBOL)
+    w = StoreWriter(engine, run_id=run_id, account=ACCOUNT, symbol=SYMBOL, mode=MODE, venue=VENUE)
     await w.start()
     fills = seeded_fills()
     for f in fills[:4]:
         await w.durable(f)  # batch by batch ...
     await w.close()
-    w = StoreWriter(engine, run_id=run_id, account=ACCOUNT, symbol=SYMBOL)  # ... and across a restart
+    w = StoreWriter(engine, run_id=run_id, account=ACCOUNT, symbol=SYMBOL, mode=MODE, venue=VENUE)  # ... and across a restart
     await w.start()
     for f in fills[4:]:
         w.put(f)

@@ -13,12 +13,12 @@ from bot.store.report import ReportError, collect, render
 from bot.store.writer import StoreWriter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (no package): the store helpers
-from fixtures_store import ACCOUNT, DAY_MS, SYMBOL, T0, fill, fresh_store, order
+from fixtures_store import ACCOUNT, DAY_MS, MODE, SYMBOL, T0, VENUE, fill, fresh_store, order
 
 
 async def _seed(url: str) -> int:
     engine, run_id = await fresh_store(url)
-    w = StoreWriter(engine, run_id=run_id, account=ACCOUNT, symbol=SYMBOL)
+    w = StoreWriter(engine, run_id=run_id, account=ACCOUNT, symbol=SYMBOL, mode=MODE, venue=VENUE)
     await w.start()
     w.put(order("c1"))
     w.put(fill("t1", "c1", Side.BUY, "100", "1", fee="0.1", ts=T0))

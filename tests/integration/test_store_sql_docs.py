@@ -16,7 +16,7 @@ from bot.store.queries import to_decimal
 from bot.store.writer import StoreWriter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (no package): the store helpers
-from fixtures_store import ACCOUNT, DAY_MS, SYMBOL, fill, fresh_store, order, rows
+from fixtures_store import ACCOUNT, DAY_MS, MODE, SYMBOL, VENUE, fill, fresh_store, order, rows
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "sql.md"
 
@@ -35,7 +35,7 @@ async def _seed(url: str) -> Any:
     engine, run_id = await fresh_store(url)
     today = _today_ms()
     yday = today - DAY_MS
-    w = StoreWriter(engine, run_id=run_id, account=ACCOUNT, symbol=SYMBOL)
+    w = StoreWriter(engine, run_id=run_id, account=ACCOUNT, symbol=SYMBOL, mode=MODE, venue=VENUE)
     await w.start()
     specs = [  # client id, side, price, amount, mid, reason, strength, liquidity, fee, ts
         ("o1", Side.BUY, "100", "1", "99.95", "entry", 2.5, Liquidity.MAKER, "0.02", yday + 3_600_000),

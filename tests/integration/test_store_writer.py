@@ -27,12 +27,12 @@ from bot.store.queries import end_run, insert_risk_event, latest_halt, load_fill
 from bot.store.writer import StoreOverflowError, StoreWriter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (no package): the store helpers
-from fixtures_store import ACCOUNT, SYMBOL, T0, fill, fresh_store, order, rows, scalar
+from fixtures_store import ACCOUNT, MODE, SYMBOL, T0, VENUE, fill, fresh_store, order, rows, scalar
 
 
 async def test_the_same_fill_twice_leaves_one_row(db_url: str) -> None:
     engine, run_id = await fresh_store(db_url)
-    w = StoreWriter(engine, run_id=run_id, account=ACCOUNT, symbol=SYMBOL)
+    w = StoreWriter(engine, run_id=run_id, account=ACCOUNT, symbol=SYMBOL, mode=MODE, venue=VENUE)
     await w.start()
     f = fill("t1", "c1", Side.BUY, "100", "1", fee="0.1")
     w.put(order("c1"))
@@ -43,7 +43,7 @@ async def test_the_same_fill_twice_leaves_one_row(db_url: str) -> None:
     await w.durable(f)
     await w.close()
     # a second writer (after a restart) replays it again
-    w2 = StoreWriter(engine, run_id=run_id, account=ACCOUNT, symbol=SYMBOL)
+    w2 = StoreWriter(engine, run_id=run_id, account=ACCOUNT, symbol=SYMBOL, mode=MODE, venue=VENUE)
     await w2.start()
     await w2.durable(f)
     await w2.close()
@@ -51,13 +51,13 @@ async def test_the_same_fill_twice_leaves_one_row(db_url: str) -> None:
     assert await scalar(engine, "SELECT COUNT(*) FROM v_trades") == 1
     trade = (await rows(engine, "SELECT position_after, realized_pnl FROM v_trades"))[0]
     assert to_decimal(trade["position_after"]) == 1  # counted once
-    assert await load_fills(engine, ACCOUNT, SYMBOL) == [f]
+    assert await load_fills(engine, ACCOUNT, SYMBOL, mode=MODE, venue=VENUE) == [f]
     await engine.dispose()
 
 
 async def test_order_upsert_events_and_placeholder_for_unknown_orders(db_url: str) -> None:
     engine, run_id = await fresh_store(db_url)
-    w = StoreWriter(engine, run_id=run_id, account=ACCOUNT, symbol=SYMBOL)
+    w = StoreWriter(engine, run_id=run_id, account=ACCOUNT, symbol=SYMBOL, mode=MODE, venue=VENUE)
     await w.start()
     # a fill whose order the writer has never seen: kept, under a placeholder order
     w.put(fill("t9", "ext-1", Side.SELL, "101", "0.5", ts=T0 + 5))
@@ -85,28 +85,28 @@ async def test_order_upsert_events_and_placeholder_for_unknown_orders(db_url: st
     trade = (await rows(engine, "SELECT slippage_bps, order_reason FROM v_trades WHERE trade_id = 't1'"))[0]
     assert trade["order_reason"] == "entry"
     assert float(trade["slippage_bps"]) == pytest.approx(0.05 / 100.05 * 10_000)  # paid 5 cents over mid
-    open_orders = await load_orders(engine, ACCOUNT, SYMBOL, open_only=True)
+    open_orders = await load_orders(engine, ACCOUNT, SYMBOL, open_only=True, mode=MODE, venue=VENUE)
     assert [o.client_id for o in open_orders] == ["ext-1"]  # the placeholder waits for reconciliation
-    c1 = next(o for o in await load_orders(engine, ACCOUNT, SYMBOL) if o.client_id == "c1")
+    c1 = next(o for o in await load_orders(engine, ACCOUNT, SYMBOL, mode=MODE, venue=VENUE) if o.client_id == "c1")
     assert (c1.status, c1.filled, c1.exchange_id, c1.mid_price) == (OrderStatus.FILLED, 1, "X1", D("100.05"))
     await engine.dispose()
 
 
 async def test_a_placeholder_takes_the_real_order_when_it_arrives(db_url: str) -> None:
     engine, run_id = await fresh_store(db_url)
-    w = StoreWriter(engine, run_id=run_id, account=ACCOUNT, symbol=SYMBOL)
+    w = StoreWriter(engine, run_id=run_id, account=ACCOUNT, symbol=SYMBOL, mode=MODE, venue=VENUE)
     await w.start()
     await w.durable(fill("t1", "c1", Side.BUY, "100", "1"))
     w.put(order("c1", status=OrderStatus.FILLED, filled="1", reason="entry long", strength=3.1))
     await w.close()
-    (o,) = await load_orders(engine, ACCOUNT, SYMBOL)
+    (o,) = await load_orders(engine, ACCOUNT, SYMBOL, mode=MODE, venue=VENUE)
     assert (o.reason, o.amount, o.price, o.signal_strength) == ("entry long", 1, 100, 3.1)
     await engine.dispose()
 
 
 async def test_other_records_and_store_queries(db_url: str) -> None:
     engine, run_id = await fresh_store(db_url)
-    w = StoreWriter(engine, run_id=run_id, account=ACCOUNT, symbol=SYMBOL)
+    w = StoreWriter(engine, run_id=run_id, account=ACCOUNT, symbol=SYMBOL, mode=MODE, venue=VENUE)
     await w.start()
     w.put(Position(SYMBOL, D("0.5"), D("100.5"), D("1.25"), D("0.01"), T0))
     w.put(Balance("USDT", D("9000.5"), D("100"), T0))
@@ -117,11 +117,12 @@ async def test_other_records_and_store_queries(db_url: str) -> None:
     await w.close()
     assert await scalar(engine, "SELECT components FROM signals") == '{"ofi":1.5,"tfi":0.75}'
     assert D(str(await scalar(engine, "SELECT COUNT(*) FROM positions"))) == 1
-    halt = await latest_halt(engine, ACCOUNT, SYMBOL)
+    halt = await latest_halt(engine, ACCOUNT, SYMBOL, mode=MODE, venue=VENUE)
     assert halt is not None and halt.kind == "max_daily_loss" and halt.details == {"pnl": "-101"}
-    assert await latest_halt(engine, ACCOUNT, "ETH/USDT") is None
-    await insert_risk_event(engine, None, ACCOUNT, SYMBOL, RiskEvent(T0 + 2, RiskAction.RESUME, "operator", "looked"))
-    assert await latest_halt(engine, ACCOUNT, SYMBOL) is None
+    assert await latest_halt(engine, ACCOUNT, "ETH/USDT", mode=MODE, venue=VENUE) is None
+    await insert_risk_event(engine, None, ACCOUNT, SYMBOL, RiskEvent(T0 + 2, RiskAction.RESUME, "operator", "looked"),
+                            mode=MODE, venue=VENUE)
+    assert await latest_halt(engine, ACCOUNT, SYMBOL, mode=MODE, venue=VENUE) is None
     summary = await rows(engine, "SELECT action, kind, events FROM v_risk_summary ORDER BY action")
     assert summary == [{"action": "halt", "kind": "max_daily_loss", "events": 1},
                        {"action": "resume", "kind": "operator", "events": 1}]
@@ -156,8 +157,8 @@ async def _make_available(url: str, admin: str) -> None:
     from bot.store.queries import create_run
 
     e = make_engine(url)
-    await create_run(e, mode="paper", config_hash="", version="", account=ACCOUNT, symbol=SYMBOL,
-                     exchange="binance", started_ms=T0)
+    await create_run(e, mode=MODE, config_hash="", version="", account=ACCOUNT, symbol=SYMBOL,
+                     exchange="binance", venue=VENUE, started_ms=T0)
     await e.dispose()
 
 
@@ -173,7 +174,7 @@ async def _drop(url: str, admin: str) -> None:
 async def test_db_down_reports_unhealthy_keeps_records_and_recovers(db_url: str, tmp_path: object) -> None:
     url, admin = _unavailable_url(db_url, tmp_path)
     health: list[tuple[bool, str]] = []
-    w = StoreWriter(url, run_id=1, account=ACCOUNT, symbol=SYMBOL, batch_ms=5,
+    w = StoreWriter(url, run_id=1, account=ACCOUNT, symbol=SYMBOL, mode=MODE, venue=VENUE, batch_ms=5,
                     on_health=lambda ok, why: health.append((ok, why)))
     await w.start()
     try:
@@ -193,7 +194,7 @@ async def test_db_down_reports_unhealthy_keeps_records_and_recovers(db_url: str,
         from bot.store.db import make_engine
 
         e = make_engine(url)
-        assert [x.trade_id for x in await load_fills(e, ACCOUNT, SYMBOL)] == ["t1"]
+        assert [x.trade_id for x in await load_fills(e, ACCOUNT, SYMBOL, mode=MODE, venue=VENUE)] == ["t1"]
         await e.dispose()
     finally:
         await _drop(url, admin)
@@ -201,7 +202,8 @@ async def test_db_down_reports_unhealthy_keeps_records_and_recovers(db_url: str,
 
 async def test_too_many_records_while_down_fails_loudly(db_url: str, tmp_path: object) -> None:
     url, _admin = _unavailable_url(db_url, tmp_path)
-    w = StoreWriter(url, run_id=1, account=ACCOUNT, symbol=SYMBOL, batch_ms=1, queue_size=5, max_buffered=20)
+    w = StoreWriter(url, run_id=1, account=ACCOUNT, symbol=SYMBOL, mode=MODE, venue=VENUE, batch_ms=1, queue_size=5,
+                    max_buffered=20)
     await w.start()
     with pytest.raises(StoreOverflowError, match="max_buffered 20"):
         for i in range(21):

@@ -21,7 +21,7 @@ from bot.model import Balance, Fill, Side
 from bot.store.writer import StoreWriter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (no package): the store helpers
-from fixtures_store import ACCOUNT, SYMBOL, T0, fill, fresh_store, order, scalar
+from fixtures_store import ACCOUNT, MODE, SYMBOL, T0, VENUE, fill, fresh_store, order, scalar
 
 
 def _fills(n: int, start: int = 0) -> list[Fill]:
@@ -34,7 +34,7 @@ def _fills(n: int, start: int = 0) -> list[Fill]:
 
 async def test_three_records_then_flush_is_one_batch(tmp_path: Path) -> None:
     engine, run_id = await fresh_store(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}")
-    w = StoreWriter(engine, run_id=run_id, account=ACCOUNT, symbol=SYMBOL)
+    w = StoreWriter(engine, run_id=run_id, account=ACCOUNT, symbol=SYMBOL, mode=MODE, venue=VENUE)
     await w.start()
     assert w.batches == 0 and w.written == 0
     w.put(order("c1"))
@@ -58,7 +58,7 @@ async def test_three_records_then_flush_is_one_batch(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("n", "max_batch"), [(250, 100), (300, 100), (101, 100), (100, 100), (7, 3)])
 async def test_more_than_max_batch_splits_into_ceil_n_over_max(tmp_path: Path, n: int, max_batch: int) -> None:
     engine, run_id = await fresh_store(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}")
-    w = StoreWriter(engine, run_id=run_id, account=ACCOUNT, symbol=SYMBOL, max_batch=max_batch)
+    w = StoreWriter(engine, run_id=run_id, account=ACCOUNT, symbol=SYMBOL, mode=MODE, venue=VENUE, max_batch=max_batch)
     await w.start()
     for f in _fills(n):  # all put before the writer runs: no await in between
         w.put(f)
@@ -73,7 +73,7 @@ async def test_more_than_max_batch_splits_into_ceil_n_over_max(tmp_path: Path, n
 
 async def test_close_writes_what_is_queued_in_max_batch_chunks(tmp_path: Path) -> None:
     engine, run_id = await fresh_store(f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}")
-    w = StoreWriter(engine, run_id=run_id, account=ACCOUNT, symbol=SYMBOL, max_batch=40)
+    w = StoreWriter(engine, run_id=run_id, account=ACCOUNT, symbol=SYMBOL, mode=MODE, venue=VENUE, max_batch=40)
     await w.start()
     for f in _fills(130):
         w.put(f)
@@ -89,7 +89,7 @@ TOTAL = 5_000
 async def test_plain_sqlite3_reader_while_writer_commits(tmp_path: Path) -> None:
     path = tmp_path / "bot.db"
     engine, run_id = await fresh_store(f"sqlite+aiosqlite:///{path}")
-    w = StoreWriter(engine, run_id=run_id, account=ACCOUNT, symbol=SYMBOL, max_batch=100)
+    w = StoreWriter(engine, run_id=run_id, account=ACCOUNT, symbol=SYMBOL, mode=MODE, venue=VENUE, max_batch=100)
     await w.start()
 
     # the database is in WAL mode (persistent in the file), as a `sqlite3 bot.db` user finds it

@@ -17,10 +17,15 @@ import pytest
 from test_execution_ccxt_broker import REQ, FakeExchange, _make
 
 from bot.config import RiskSettings
+from bot.execution.ccxt_broker import CcxtBroker
+from bot.execution.client_ids import ClientIdFactory
+from bot.execution.orders import OrderManager
 from bot.execution.reconcile import SETTLE_UNKNOWN_MS, Reconciler
 from bot.model import OrderEvent, OrderStatus, RiskAction
 from bot.risk.limits import MarketState, RiskLimits
 from bot.risk.market_rules import MarketRules
+
+from helpers import ListSink, SteppableClock
 
 S = OrderStatus
 CID = "ofi-5-1"
@@ -113,3 +118,23 @@ async def test_cancel_of_an_unknown_order_keeps_it_open_until_it_is_settled() ->
     assert om.orders[CID].status is S.ACKED
     c = await om.cancel(CID)  # settled: the cancel goes out again
     assert c.status is S.CANCELLED and fake.orders[CID]["info"]["status"] == "CANCELED"
+
+
+@pytest.mark.parametrize("step_ms", [-3_600_000, 3_600_000], ids=["back_1h", "forward_1h"])
+async def test_the_settle_delay_is_monotonic(step_ms: int) -> None:
+    """A wall-clock step neither closes an unknown order early (forward: a late create could
+    still land) nor keeps it open for an extra hour (back)."""
+    fake = FakeExchange()
+    fake.script["create_order"] = ["timeout"] * 4
+    clock = SteppableClock(wall0_ms=1_000)
+    broker = CcxtBroker(fake, "BTC/USDT", clock, max_retries=3, backoff_base=0.0, use_websocket=False)
+    om = OrderManager(broker, ListSink(), clock, ClientIdFactory(5), "BTC/USDT")
+    assert (await om.submit(REQ)).status is S.UNKNOWN
+    rec = Reconciler(om, broker, clock)
+    clock.step_wall(step_ms)
+    clock.advance(SETTLE_UNKNOWN_MS - 1)
+    assert (await rec.reconcile_once()).kinds() == ["order_unsettled"]
+    assert om.orders[CID].status is S.UNKNOWN
+    clock.advance(1)
+    assert (await rec.reconcile_once()).kinds() == ["order_never_arrived"]
+    assert om.orders[CID].status is S.EXPIRED

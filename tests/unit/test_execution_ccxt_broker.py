@@ -19,7 +19,7 @@ from bot.execution.ccxt_broker import CcxtBroker
 from bot.execution.client_ids import ClientIdFactory
 from bot.execution.orders import OrderManager
 from bot.execution.reconcile import Reconciler
-from bot.model import Fill, Liquidity, OrderRequest, OrderStatus, Side
+from bot.model import Fill, Liquidity, Order, OrderRequest, OrderStatus, ReconcileDifference, Side
 
 from helpers import ListSink
 
@@ -110,7 +110,11 @@ class FakeExchange:
             raise ccxt_async.OrderNotFound('binance {"code":-2011,"msg":"Unknown order sent."}')
         raw["info"]["status"] = "CANCELED"
         raw["status"] = "canceled"
-        return dict(raw)
+        # Binance's answer: ``clientOrderId`` is the cancel request's own id (ccxt's parse_order
+        # takes it), ``origClientOrderId`` the order's
+        cancel_id = f"cancel-{raw['id']}"
+        return raw | {"clientOrderId": cancel_id,
+                      "info": raw["info"] | {"clientOrderId": cancel_id, "origClientOrderId": raw["clientOrderId"]}}
 
     async def fetch_open_orders(self, symbol: str) -> list[dict[str, Any]]:
         fault = self._fault("fetch_open_orders")
@@ -121,6 +125,10 @@ class FakeExchange:
     async def fetch_my_trades(self, symbol: str, since: int | None, limit: int) -> list[dict[str, Any]]:
         self._fault("fetch_my_trades")
         return [t for t in self.trades if since is None or t["timestamp"] >= since]
+
+    async def fetch_orders(self, symbol: str, since: int | None, limit: int) -> list[dict[str, Any]]:
+        self._fault("fetch_orders")  # allOrders: every order, the client id with it
+        return [dict(o) for o in self.orders.values()]
 
     async def fetch_balance(self) -> dict[str, Any]:
         self._fault("fetch_balance")
@@ -262,15 +270,104 @@ async def test_stop_filled_on_exchange_while_bot_was_down_is_reconciled() -> Non
 
 
 @pytest.mark.parametrize("cancel_unknown", [False, True])
-async def test_unknown_open_orders_adopted_or_cancelled(cancel_unknown: bool) -> None:
+async def test_foreign_open_order_never_adopted_cancelled_only_when_configured(cancel_unknown: bool) -> None:
+    fake = FakeExchange()
+    broker, om, sink = _make(fake)
+    await fake.create_order("BTC/USDT", "limit", "buy", "0.5", "100", {"newClientOrderId": "web_123"})
+    rec = Reconciler(om, broker, om.clock, cancel_unknown=cancel_unknown)
+    report = await rec.reconcile_once()
+    assert report.kinds() == ["foreign_order"]
+    assert "web_123" not in om.orders and om.open_orders == []  # never adopted, no row
+    assert fake.orders["web_123"]["info"]["status"] == ("CANCELED" if cancel_unknown else "NEW")
+    rows = [r for r in sink.records if isinstance(r, ReconcileDifference)]
+    assert [(r.kind, r.client_id) for r in rows if r.kind != "baseline"] == [("foreign_order", "web_123")]
+    again = await rec.reconcile_once()  # reported once, not on every pass
+    assert "foreign_order" not in again.kinds()
+    await om.cancel_all()  # shutdown / kill switch: the person's order is not touched
+    assert fake.orders["web_123"]["info"]["status"] == ("CANCELED" if cancel_unknown else "NEW")
+
+
+async def test_previous_runs_open_order_is_adopted() -> None:
     fake = FakeExchange()
     broker, om, _ = _make(fake)
-    await fake.create_order("BTC/USDT", "limit", "buy", "0.5", "100", {"newClientOrderId": "web_123"})
-    report = await Reconciler(om, broker, om.clock, cancel_unknown=cancel_unknown).reconcile_once()
+    theirs = "ofi-zz-1"  # this bot's prefix, another run: ours (a row lost in a crash)
+    await fake.create_order("BTC/USDT", "limit", "buy", "0.5", "100", {"newClientOrderId": theirs})
+    report = await Reconciler(om, broker, om.clock).reconcile_once()
     assert report.kinds() == ["unknown_order"]
-    want = S.CANCELLED if cancel_unknown else S.ACKED
-    assert om.orders["web_123"].status is want
-    assert fake.orders["web_123"]["info"]["status"] == ("CANCELED" if cancel_unknown else "NEW")
+    assert om.orders[theirs].status is S.ACKED
+    await om.cancel_all()
+    assert fake.orders[theirs]["info"]["status"] == "CANCELED"
+
+
+async def test_cancel_answer_carries_the_cancel_requests_id_and_no_order_row_comes_of_it() -> None:
+    fake = FakeExchange()
+    _broker, om, sink = _make(fake)
+    a = await om.submit(REQ)
+    b = await om.submit(REQ)
+    c = await om.cancel(a.client_id)
+    assert (c.client_id, c.status) == (a.client_id, S.CANCELLED)
+    left = await om.cancel_all()  # SIGTERM and the kill switch take this path
+    assert [(o.client_id, o.status) for o in left] == [(b.client_id, S.CANCELLED)]
+    assert set(om.orders) == {a.client_id, b.client_id}
+    stored = {r.client_id for r in sink.records if isinstance(r, Order)}
+    assert stored == {a.client_id, b.client_id}  # no "cancel-..." row
+
+
+async def test_a_persons_fill_is_reported_never_booked() -> None:
+    fake = FakeExchange()
+    broker, om, sink = _make(fake)
+    rec = Reconciler(om, broker, om.clock)
+    await rec.reconcile_once()  # fresh: position 0
+    mine = await om.submit(REQ)
+    await fake.create_order("BTC/USDT", "market", "buy", "0.03", None, {"newClientOrderId": "web_hand"})
+    fake.fill("web_hand", "50010", "0.03", 2_000)  # a person's market buy on the same account
+    fake.fill(mine.client_id, "50000", "0.01", 2_100)
+    report = await rec.reconcile_once()
+    # the person's 0.03 moves the BTC balance, which the bot's fills do not explain: reported too
+    assert sorted(report.kinds()) == ["balance", "foreign_fill", "missing_fill"]
+    assert om.position.amount == D("0.01")  # the bot's own fill only
+    assert [f.client_id for f in sink.fills()] == [mine.client_id]
+    assert "web_hand" not in om.orders
+    # the same trade through the user stream: still not booked, not reported twice
+    person = next(t for t in fake.trades if t["order"] == fake.orders["web_hand"]["id"])
+    fill = await broker.to_fill(person)
+    assert fill is not None and fill.client_id == "web_hand"
+    assert await om.on_fill_update(fill) is False
+    assert om.position.amount == D("0.01") and om.foreign == {"orders": 0, "fills": 1}
+    again = await rec.reconcile_once()
+    assert "foreign_fill" not in again.kinds()
+    kinds = [r.kind for r in sink.records if isinstance(r, ReconcileDifference)]
+    assert kinds.count("foreign_fill") == 1
+
+
+async def test_fresh_database_books_none_of_the_accounts_history() -> None:
+    fake = FakeExchange()
+    broker, om, sink = _make(fake)
+    om.clock.advance(10_000_000)
+    for i in range(200):  # the account's past: a person's trades, all before the bot started
+        cid = f"web_{i}"
+        await fake.create_order("BTC/USDT", "market", "buy", "0.001", None, {"newClientOrderId": cid})
+        fake.fill(cid, "50000", "0.001", 1_000 + i * 1_000)
+    fake.calls.clear()
+    report = await Reconciler(om, broker, om.clock).reconcile_once()
+    assert report.fills_checked == 0 and om.position.amount == 0 and sink.fills() == []
+    assert fake.calls.get("fetch_order", 0) == 0  # no lookups of somebody else's orders
+    base = [r for r in sink.records if isinstance(r, ReconcileDifference) and r.kind == "baseline"]
+    assert len(base) == 1 and "BTC 0.200" in base[0].detail
+
+
+async def test_a_busy_account_is_attributed_with_one_order_listing_not_a_lookup_per_trade() -> None:
+    fake = FakeExchange()
+    broker, om, sink = _make(fake)
+    for i in range(50):  # a person trades in the seconds before the bot starts (inside the lookback)
+        cid = f"web_{i}"
+        await fake.create_order("BTC/USDT", "market", "buy", "0.001", None, {"newClientOrderId": cid})
+        fake.fill(cid, "50000", "0.001", 900 - i)
+    fake.calls.clear()
+    report = await Reconciler(om, broker, om.clock).reconcile_once()
+    assert report.fills_checked == 50 and report.kinds().count("foreign_fill") == 50
+    assert om.position.amount == 0 and sink.fills() == []
+    assert fake.calls.get("fetch_order", 0) == 0 and fake.calls["fetch_orders"] == 1
 
 
 async def test_429_pauses_all_requests_and_418_halts() -> None:

@@ -13,6 +13,8 @@ from bot.execution.orders import OrderManager
 from bot.execution.paper_broker import PaperBroker
 from bot.model import Fill, Liquidity, OrderEvent, OrderRequest, OrderStatus, OrderType, Side, Trade
 
+from helpers import SteppableClock
+
 S = OrderStatus
 
 
@@ -267,3 +269,25 @@ def test_both_brokers_implement_the_protocol() -> None:
     paper: Broker = PaperBroker(SimulatedClock(0), PaperSettings(), "BTC/USDT")
     live: Broker = CcxtBroker(object(), "BTC/USDT", SimulatedClock(0))
     assert isinstance(paper, Broker) and isinstance(live, Broker)
+
+
+@pytest.mark.parametrize("step_ms", [-3_600_000, 3_600_000], ids=["back_1h", "forward_1h"])
+async def test_latency_is_event_time_whatever_the_wall_clock_does(step_ms: int) -> None:
+    """Live paper: events carry exchange time and the wall clock can step. The simulated latency
+    counts from the exchange time of the latest event, so a step neither skips it (back) nor
+    holds the order for an hour (forward)."""
+    clock = SteppableClock(wall0_ms=1_000)
+    broker = PaperBroker(clock, PaperSettings(latency_ms=50, balances={"USDT": D(10000), "BTC": D(1)}), "BTC/USDT")
+    sink = Sink()
+    om = OrderManager(broker, sink, clock, ClientIdFactory(3), "BTC/USDT")
+    book = _book()
+    broker.on_book(book, 1_000)
+    clock.step_wall(step_ms)
+    o = await om.submit(OrderRequest("BTC/USDT", Side.BUY, D("0.2"), D("101.0")))
+    assert o.status is S.SUBMITTED
+    broker.on_book(book, 1_049)
+    await om.drain()
+    assert sink.durable_fills == []
+    broker.on_book(book, 1_050)
+    await om.drain()
+    assert [(f.price, f.amount, f.ts) for f in sink.durable_fills] == [(D("101.0"), D("0.2"), 1_050)]

@@ -205,3 +205,16 @@ def test_book_equals_naive_reference(
     # a snapshot resets state and health
     b.apply(BookSnapshot(ts=10_000, bids=[(10.0, 1.0)], asks=[(11.0, 2.0)]))
     assert b.bids() == [(10.0, 1.0)] and b.asks() == [(11.0, 2.0)] and b.healthy and b.reason is None
+
+
+def test_last_update_prefers_the_monotonic_receive_time() -> None:
+    """The live feed stamps ``recv_mono``; the stale check then compares monotonic with monotonic."""
+    b = OrderBook()
+    b.apply(BookSnapshot(ts=1000, bids=[(1.0, 1.0)], asks=[(2.0, 1.0)], recv=1300, recv_mono=40))
+    assert b.last_update_ms == 40
+    b.apply(BookDelta(ts=1100, bids=[(1.0, 2.0)], asks=[], recv=1400, recv_mono=90))
+    assert b.last_update_ms == 90
+    assert b.check_stale(now_ms=5090, stale_after_ms=5000) is True
+    assert b.check_stale(now_ms=5091, stale_after_ms=5000) is False
+    # recv_mono is local bookkeeping: not part of an event's value
+    assert BookDelta(ts=1, bids=[], asks=[], recv_mono=1) == BookDelta(ts=1, bids=[], asks=[], recv_mono=2)

@@ -21,6 +21,8 @@ from bot.market.book import OrderBook
 from bot.market.feed import Backoff, BookDiffer, MarketFeed, diff_window, trade_from_ccxt
 from bot.model import BookDelta, BookSnapshot, MarketEvent, Side, Trade
 
+from helpers import SteppableClock
+
 
 def ccxt_book(bids: dict[float, float], asks: dict[float, float], nonce: int | None, ts: int = 1000) -> dict[str, Any]:
     return {
@@ -179,3 +181,25 @@ async def test_request_resync_emits_a_snapshot() -> None:
     await task
     assert isinstance(first, BookSnapshot) and isinstance(second, BookSnapshot) and second.seq == 12
     assert feed.healthy
+
+
+@pytest.mark.parametrize("step_ms", [-3_600_000, 3_600_000], ids=["back_1h", "forward_1h"])
+def test_stale_book_is_measured_on_the_monotonic_receive_time(step_ms: int) -> None:
+    """A wall-clock step neither hides a stale book (step back: the never-backwards ``recv`` stamp
+    stays ahead of the wall clock for an hour) nor fakes one (step forward)."""
+    clock = SteppableClock(wall0_ms=1_700_000_000_000)
+    feed = MarketFeed(None, "BTC/USDT", 5, clock)
+    book = OrderBook("BTC/USDT")
+    first = feed.on_book(ccxt_book({100.0: 1.0}, {101.0: 1.0}, 10, ts=1_700_000_000_000))
+    assert first is not None and first.recv_mono == clock.mono_ms() and first.recv == clock.now_ms()
+    book.apply(first)
+    clock.step_wall(step_ms)
+    clock.advance(1_000)
+    second = feed.on_book(ccxt_book({100.0: 2.0}, {101.0: 1.0}, 11, ts=1_700_000_001_000))
+    assert second is not None and second.recv_mono == clock.mono_ms()
+    book.apply(second)
+    clock.advance(5_000)
+    assert book.check_stale(clock.mono_ms(), 5_000) is True  # 5 s without an update: not yet stale
+    clock.advance(1)
+    assert book.check_stale(clock.mono_ms(), 5_000) is False
+    assert book.reason == "stale: no book update for 5001 ms (limit 5000 ms)"

@@ -216,10 +216,11 @@ def test_cli_resume_prints_what_was_lifted(monkeypatch: pytest.MonkeyPatch) -> N
     from bot.cli import app
 
     halt = _halt("max_drawdown")
-    calls: list[tuple[str, str, str]] = []
+    calls: list[tuple[str, str, str, str, str]] = []
 
-    async def fake(url: str, account: str, symbol: str, now_ms: int, who: str = "operator") -> Any:
-        calls.append((url, account, symbol))
+    async def fake(url: str, account: str, symbol: str, now_ms: int, who: str = "operator", *, mode: str,
+                   venue: str) -> Any:
+        calls.append((url, account, symbol, mode, venue))
         ks = KillSwitch(settings(), SimulatedClock(now_ms), HaltState.from_event(halt))
         return halt, ks.resume(now_ms, who)
 
@@ -230,7 +231,8 @@ def test_cli_resume_prints_what_was_lifted(monkeypatch: pytest.MonkeyPatch) -> N
         "lifted max_drawdown halt of 2024-08-08 10:00:00 UTC for default BTC/USDT: max_drawdown breached",
         "resumed by operator after max_drawdown breached",
     ]
-    assert calls == [("sqlite+aiosqlite:///x.db", "default", "BTC/USDT")]
+    # the halt of the config's own mode and venue (defaults: paper, the sandbox)
+    assert calls == [("sqlite+aiosqlite:///x.db", "default", "BTC/USDT", "paper", "binance:sandbox")]
 
 
 @pytest.mark.usefixtures("_restore_logging")

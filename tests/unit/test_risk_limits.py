@@ -10,12 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.clock import SimulatedClock
+from bot.clock import LiveClock, SimulatedClock
 from bot.config import RiskSettings
 from bot.logging import configure_logging
 from bot.model import Order, OrderRequest, OrderStatus, OrderType, RiskAction, Side
 from bot.risk.limits import MarketState, RiskLimits
 from bot.risk.market_rules import MarketRules
+
+from helpers import SteppableClock
 
 
 @pytest.fixture(autouse=True)
@@ -219,3 +221,44 @@ def test_position_never_exceeds_max_position(ops: list[tuple[Any, ...]], start: 
             buys = sum((o.remaining for o in book if o.side is Side.BUY), D(0))
             sells = sum((o.remaining for o in book if o.side is Side.SELL), D(0))
             assert position + buys <= max_pos and position - sells >= -max_pos
+
+
+# --------------------------------------------------------------------------- wall-clock steps
+# The order-rate window is a duration: measured on the monotonic clock, a step of the wall clock
+# (NTP, ``date -s``) neither freezes it (step back: every order refused for an hour, exits
+# included) nor empties it (step forward: the limit lifted at once).
+
+
+def _fill_window(lim: RiskLimits) -> None:
+    for _ in range(3):  # max_orders_per_minute = 3
+        assert lim.check(req(), position=D(0), open_orders=[], market=HEALTHY).allowed
+        lim.on_order_sent()
+    assert lim.check(req(), position=D(0), open_orders=[], market=HEALTHY).kind == "max_orders_per_minute"
+
+
+@pytest.mark.parametrize("step_ms", [-3_600_000, 3_600_000], ids=["back_1h", "forward_1h"])
+def test_order_rate_window_ignores_a_wall_clock_step(step_ms: int) -> None:
+    clock = SteppableClock(wall0_ms=NOW)
+    lim = RiskLimits(risk(), RULES, clock)
+    _fill_window(lim)
+    clock.step_wall(step_ms)
+    clock.advance(59_999)  # still inside the minute: still full, whatever the wall clock says
+    d = lim.check(req(), position=D(0), open_orders=[], market=HEALTHY)
+    assert (d.action, d.kind) == (RiskAction.REJECT, "max_orders_per_minute")
+    assert lim.orders_last_minute() == 3
+    assert d.event is not None and d.event.ts == NOW + step_ms + 59_999  # rows keep the wall-clock stamp
+    clock.advance(1)  # a minute of monotonic time after the orders: room again
+    assert lim.orders_last_minute() == 0
+    assert lim.check(req(), position=D(0), open_orders=[], market=HEALTHY).action is RiskAction.ACCEPT
+
+
+def test_order_rate_window_with_a_stepped_live_clock() -> None:
+    """``LiveClock(wall_ms=...)``: the wall clock injected and stepped, the monotonic side real."""
+    wall = [NOW]
+    lim = RiskLimits(risk(), RULES, LiveClock(wall_ms=lambda: wall[0]))
+    _fill_window(lim)
+    wall[0] -= 3_600_000
+    assert lim.orders_last_minute() == 3
+    wall[0] += 7_200_000
+    assert lim.orders_last_minute() == 3
+    assert lim.check(req(), position=D(0), open_orders=[], market=HEALTHY).kind == "max_orders_per_minute"

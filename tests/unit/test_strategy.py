@@ -110,3 +110,25 @@ def test_volatility_estimator_floor_then_ewma_of_one_second_returns() -> None:
         v.update(i * 1000, mid)
         v.update(i * 1000 + 500, mid * 1.5)  # inside the same second: ignored
     assert 9.0 < v.bps < 11.0
+
+
+def test_max_hold_runs_on_the_monotonic_time_not_the_signal_stamp() -> None:
+    """The engine passes monotonic ``now_ms``; the signal's (exchange/wall) ``ts`` may be an hour off."""
+    st = _strategy()
+    st.on_signal(_sig(2.5, ts=1_000 + 3_600_000), D(0), mid=60000.25, now_ms=5_000)
+    st.on_tick(1_000 + 3_600_000, 60000.25, now_ms=65_000)
+    assert st.target != 0  # held for 60 s of monotonic time: not past max_hold
+    st.on_tick(1_000 + 3_600_000, 60000.25, now_ms=65_001)
+    assert st.target == 0
+
+
+def test_order_ttl_ages_orders_on_the_monotonic_placement_time() -> None:
+    """``created_ts`` is a wall-clock stamp: an hour's step must not make an order old or young."""
+    st = _strategy()
+    st.on_signal(_sig(2.5), D(0), mid=60000.25)
+    stamped_early = [_order("a", Side.BUY, ts=1_000 - 3_600_000)]  # wall clock stepped forward since
+    stamped_late = [_order("a", Side.BUY, ts=1_000 + 3_600_000)]  # wall clock stepped back since
+    for working in (stamped_early, stamped_late):
+        assert st.decide(5_999, D(0), working, BID, ASK, placed_ms={"a": 1_000}) == []
+        assert st.decide(6_000, D(0), working, BID, ASK, placed_ms={"a": 1_000}) == [
+            Cancel("a", "order older than order_ttl")]
