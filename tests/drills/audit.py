@@ -193,6 +193,13 @@ def write_config(workdir: Path, emu: Emulator, *, warmup: str = "2s", max_notion
     return path
 
 
+def bot_prefix(config: Path) -> str:
+    """The client-id prefix the bot derives from its config (account, symbol, mode)."""
+    from bot.config import load_config
+
+    return load_config(config, env={"BOT_API_KEY": API_KEY, "BOT_API_SECRET": "unused"}).client_id_prefix
+
+
 @dataclass
 class Bot:
     """One ``bot run`` process; every start appends to the same output file (the whole log)."""

@@ -27,7 +27,7 @@ import pytest
 
 from bot.execution.client_ids import parse_client_id
 
-from drills.audit import AuditResult, audit, report_text, sqlite_dump, wait_for
+from drills.audit import AuditResult, audit, bot_prefix, report_text, sqlite_dump, wait_for
 from drills.conftest import SECRET, Drill
 from drills.dbfaults import SqliteLock, TcpRelay, pg_admin, pg_fill_rows, pg_text_dump
 
@@ -134,6 +134,7 @@ def test_crash_drill_kill9_and_restart(drill: Callable[..., Drill]) -> None:
     down (``POST /_emulator/fill``): the restart must book that fill from the exchange."""
     rng = random.Random(SEED)
     d = drill(warmup="1s", aggressive_z="5", order_ttl="3s")  # entries join the touch and rest: live orders
+    prefix = bot_prefix(d.bot.config)
     d.start_traffic()
     killed_idle = filled_while_down = 0
     t0 = time.monotonic()
@@ -143,8 +144,9 @@ def test_crash_drill_kill9_and_restart(drill: Callable[..., Drill]) -> None:
 
         def live(run: int = run) -> bool:
             orders = d.emu.open_orders()
-            if any((p := parse_client_id(o["clientOrderId"])) is not None and p.run_id == run for o in orders):
-                return True  # (run ids are base 36 in client ids: run 10 is "ofi-a-...")
+            if any((p := parse_client_id(o["clientOrderId"], prefix)) is not None and p.run_id == run
+                   for o in orders):
+                return True  # (run ids are base 36 in client ids: run 10 is "<prefix>-a-...")
             return bool(orders) and d.bot.count("ready") >= run
 
         with_order = False

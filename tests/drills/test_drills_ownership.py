@@ -27,21 +27,15 @@ from typing import Any
 
 import pytest
 
-from bot.config import load_config
 from bot.emulator.client import make_ccxt_client
 from bot.execution.client_ids import parse_client_id
 
-from drills.audit import API_KEY, SCALE, Bot, wait_for
+from drills.audit import API_KEY, SCALE, Bot, bot_prefix, wait_for
 from drills.conftest import SECRET, Drill
 
 pytestmark = pytest.mark.slow
 
 SYMBOL = "BTC/USDT"
-
-
-def bot_prefix(config: Path) -> str:
-    """The client-id prefix the bot derives from its config (account, symbol, mode)."""
-    return load_config(config, env={"BOT_API_KEY": API_KEY, "BOT_API_SECRET": SECRET}).client_id_prefix
 
 
 class Person:
