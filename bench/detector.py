@@ -12,7 +12,9 @@ warm-up 60 s) and ``entry_z`` set per row:
 - pressure: the default regime schedule (episodes of 20-45 s every 65-135 s); an episode counts
   as detected when an entry in its direction happens between its start and 10 s after its end;
   the latency is from the episode's start to that entry. Entries outside any episode (and its
-  10 s tail) count as false fires of the pressure market.
+  10 s tail) count as false fires of the pressure market; an entry *against* an episode's direction
+  between its start and end counts as an opposite entry (the bot trading into the pressure it
+  sees: issue "Exact numbers", item 6).
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ def run_one(seed: int, minutes: float, entry_z: float, pressure: bool) -> dict[s
     regimes = [r for r in m.regimes if r.start_ms >= warm_end and r.end_ms <= end]
     detected: list[float] = []
     false = 0
+    opposite = sum(
+        1 for ts, d in entries for r in m.regimes if r.start_ms <= ts <= r.end_ms and d == -r.direction
+    )
     for ts, _d in entries:
         if not any(r.start_ms <= ts <= r.end_ms + TAIL_MS for r in m.regimes):
             false += 1
@@ -69,7 +74,8 @@ def run_one(seed: int, minutes: float, entry_z: float, pressure: bool) -> dict[s
         if hits:
             detected.append((hits[0] - r.start_ms) / 1000.0)
     hours = (end - warm_end) / 3_600_000
-    return {"entries": len(entries), "false": false, "hours": hours, "episodes": len(regimes), "detected": detected}
+    return {"entries": len(entries), "false": false, "hours": hours, "episodes": len(regimes), "detected": detected,
+            "opposite": opposite}
 
 
 def run(quick: bool = False, seeds: int | None = None, minutes: float | None = None) -> dict[str, Any]:
@@ -77,7 +83,7 @@ def run(quick: bool = False, seeds: int | None = None, minutes: float | None = N
     minutes = minutes or (10.0 if quick else 30.0)
     out: dict[str, Any] = {"detector_seeds": seeds, "detector_minutes_per_seed": minutes}
     t0 = time.perf_counter()
-    for z in (3.0, 2.0):
+    for z in (3.0, 2.5, 2.0):
         tag = f"z{z:g}"
         noise = [run_one(1000 + s, minutes, z, False) for s in range(seeds)]
         h = sum(r["hours"] for r in noise)
@@ -94,6 +100,7 @@ def run(quick: bool = False, seeds: int | None = None, minutes: float | None = N
         out[f"pressure_{tag}_latency_median_s"] = round(statistics.median(lat), 2) if lat else None
         out[f"pressure_{tag}_latency_max_s"] = round(max(lat), 2) if lat else None
         out[f"pressure_{tag}_false_per_hour"] = round(sum(r["false"] for r in press) / ph, 3) if ph else None
+        out[f"pressure_{tag}_opposite_entries"] = sum(r["opposite"] for r in press)
     out["detector_bench_s"] = round(time.perf_counter() - t0, 1)
     return out
 

@@ -9,25 +9,31 @@ Errors are collected, not raised one at a time, so a user fixes a config in one 
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import math
 import os
 import re
 import tomllib
+import typing
 from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     SecretStr,
+    StrictBool,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import CoreSchema, core_schema
 
 EX_CONFIG = 78
 
@@ -35,6 +41,8 @@ ENV_API_KEY = "BOT_API_KEY"
 ENV_API_SECRET = "BOT_API_SECRET"
 ENV_DB_URL = "BOT_DB_URL"
 ENV_LIVE_CONFIRM = "BOT_LIVE_CONFIRM"
+ENV_STATUS_TOKEN = "BOT_STATUS_TOKEN"
+ENV_EMULATOR_SECRET = "BOT_EMULATOR_API_SECRET"
 
 _SECRET_KEYS = {"api_key", "apikey", "key", "secret", "api_secret", "password", "passphrase", "private_key"}
 
@@ -54,47 +62,193 @@ _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.
 
 
 def parse_duration(value: object) -> float:
-    """'250ms' / '5s' / '1m' / '2h' / a bare number of seconds -> seconds (float)."""
+    """'250ms' / '5s' / '1m' / '2h' / a bare number of seconds -> seconds (finite, > 0)."""
     if isinstance(value, bool):
-        raise ValueError(f"expected a duration like '5s' or '250ms' (got {value!r})")
+        raise ValueError(f"expected a duration like '5s' or '250ms' (got {_show(value)})")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
     elif isinstance(value, str) and (m := _DURATION.match(value)):
         seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
     else:
-        raise ValueError(f"expected a duration like '5s' or '250ms' (got {value!r})")
+        raise ValueError(f"expected a duration like '5s' or '250ms' (got {_show(value)})"[:200])
+    if not math.isfinite(seconds):
+        raise ValueError(f"must be a finite duration (got {_show(value)})")
     if seconds <= 0:
-        raise ValueError(f"must be > 0 (got {value!r})")
+        raise ValueError(f"must be > 0 (got {_show(value)})")
     return seconds
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+def format_duration(seconds: float) -> str:
+    """60 -> '1m', 0.001 -> '1ms', 86400 -> '1d', 2.5 -> '2.5s' (for messages)."""
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0)):
+        if seconds >= size and (seconds / size).is_integer():
+            return f"{int(seconds / size)}{unit}"
+    if seconds < 1 and (seconds * 1000).is_integer():
+        return f"{int(seconds * 1000)}ms"
+    return f"{seconds:g}s"
 
 
-def _positive(v: Any) -> Any:
-    if isinstance(v, int | float | Decimal) and not isinstance(v, bool) and v <= 0:
-        raise ValueError(f"must be > 0 (got {v})")
-    return v
+# --------------------------------------------------------------------------- number ranges
 
 
-def _non_negative(v: Any) -> Any:
-    if isinstance(v, int | float | Decimal) and not isinstance(v, bool) and v < 0:
-        raise ValueError(f"must be >= 0 (got {v})")
-    return v
+def _show(v: object) -> str:
+    """A value as the user wrote it in TOML (for messages): true/false, 'text', 5, 0.05, nan."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return repr(v[:60] + ("..." if len(v) > 60 else ""))
+    if isinstance(v, int) and abs(v) >= 10**21:
+        return f"{v:.3e}"
+    text = str(v) if isinstance(v, int | float | Decimal) else repr(v)
+    return text[:60] + ("..." if len(text) > 60 else "")
 
 
-def _decimal(v: Any) -> Any:
-    # TOML floats come in as binary floats; go through str so 0.05 stays 0.05.
-    if isinstance(v, float):
-        return Decimal(repr(v))
-    return v
+def _limit(x: float) -> str:
+    """A range limit for messages: 65535, 0.5, 1e12."""
+    if float(x).is_integer() and abs(x) < 10**8:
+        return str(int(x))
+    if float(x).is_integer():
+        mantissa, exp = f"{x:e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exp)}"
+    return f"{x:g}"
 
 
-PosDecimal = Annotated[Decimal, BeforeValidator(_positive), BeforeValidator(_decimal)]
-NonNegDecimal = Annotated[Decimal, BeforeValidator(_non_negative), BeforeValidator(_decimal)]
-PosInt = Annotated[int, BeforeValidator(_positive)]
-PosFloat = Annotated[float, BeforeValidator(_positive)]
-NonNegFloat = Annotated[float, BeforeValidator(_non_negative)]
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Range:
+    """The type and range of one number key, declared once on the settings model.
+
+    ``kind``: "int" (a TOML integer), "float" or "decimal" (a TOML integer or float; decimal keys
+    hold money), or "duration" ("250ms", "5s", "1m", "2h", "1d" or a number of seconds). The
+    value must lie in [lo, hi] (``lo_open``: lo itself excluded). Strict on purpose: a TOML
+    bool is not a number, a quoted number is not a number (only a duration is a string), NaN
+    and infinity are refused. Used as a pydantic before-validator; ``text()`` states the range.
+    """
+
+    kind: Literal["int", "float", "decimal", "duration"]
+    lo: float
+    hi: float
+    lo_open: bool = False
+
+    def _lower(self) -> str:
+        if self.kind == "int" and self.lo == 1 and not self.lo_open:
+            return "> 0"  # the same, as users read it
+        return f"{'>' if self.lo_open else '>='} {_limit(self.lo)}"
+
+    def text(self) -> str:
+        if self.kind == "duration":
+            return f"between {format_duration(self.lo)} and {format_duration(self.hi)}"
+        return f"{self._lower()} and <= {_limit(self.hi)}"
+
+    def _type_error(self, v: object) -> ValueError:
+        what = "an integer" if self.kind == "int" else "a number"
+        if isinstance(v, str) and _looks_numeric(v):
+            return ValueError(f"must be {what}, not a quoted string: write it without quotes (got {_show(v)})")
+        if isinstance(v, bool):
+            return ValueError(f"must be {what}, not true/false (got {_show(v)})")
+        return ValueError(f"must be {what} (got {_show(v)})")
+
+    def __call__(self, v: Any) -> Any:
+        if self.kind == "duration":
+            seconds = parse_duration(v)
+            if not self.lo <= seconds <= self.hi:
+                raise ValueError(f"must be {self.text()} (got {_show(v)})")
+            return seconds
+        if isinstance(v, bool) or isinstance(v, str):
+            raise self._type_error(v)
+        if self.kind == "int":
+            if not isinstance(v, int):
+                raise self._type_error(v)
+        elif isinstance(v, float):
+            if not math.isfinite(v):
+                raise ValueError(f"must be a finite number (got {_show(v)})")
+        elif isinstance(v, Decimal):
+            if not v.is_finite():
+                raise ValueError(f"must be a finite number (got {_show(v)})")
+        elif not isinstance(v, int):
+            raise self._type_error(v)
+        below = v <= self.lo if self.lo_open else v < self.lo
+        if below:
+            raise ValueError(f"must be {self._lower()} (got {_show(v)})")
+        if v > self.hi:
+            raise ValueError(f"must be <= {_limit(self.hi)} (got {_show(v)})")
+        if self.kind == "float":
+            return float(v)
+        if self.kind == "decimal":
+            # TOML floats come in as binary floats; go through repr so 0.05 stays 0.05.
+            return Decimal(repr(v)) if isinstance(v, float) else Decimal(v)
+        return v
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_before_validator_function(self, handler(source))
+
+
+def field_ranges(model: type[BaseModel] | None = None, prefix: str = "") -> dict[str, Range]:
+    """Every number key of the settings and its range: {"risk.max_position": Range(...), ...}.
+
+    ``paper.balances`` is listed as ``paper.balances.*`` (each currency's amount)."""
+    model = Settings if model is None else model
+    out: dict[str, Range] = {}
+    for name, info in model.model_fields.items():
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out.update(field_ranges(ann, f"{prefix}{name}."))
+            continue
+        for m in info.metadata:
+            if isinstance(m, Range):
+                out[f"{prefix}{name}"] = m
+        for arg in typing.get_args(ann):  # dict[str, Annotated[Decimal, Range(...)]]: each value's range
+            for m in getattr(arg, "__metadata__", ()):
+                if isinstance(m, Range):
+                    out[f"{prefix}{name}.*"] = m
+    return out
+
+
+@functools.cache
+def ccxt_exchanges() -> frozenset[str]:
+    """The exchange ids ccxt knows (``ccxt.exchanges``); empty when ccxt cannot be imported."""
+    try:
+        import ccxt
+    except Exception:  # pragma: no cover - ccxt is a dependency
+        return frozenset()
+    return frozenset(ccxt.exchanges)
+
+
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)([^@\s]+)@")
+_QUERY_PASSWORD = re.compile(r"([?&](?:password|passwd|pwd)=)([^&\s]*)", re.IGNORECASE)
+
+
+def redact_url(text: str) -> str:
+    """Every URL password in ``text`` as ``***``: ``postgresql://bot:***@db/bot``, ``?password=***``."""
+    return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
+
+
+def url_password(url: str) -> str | None:
+    """The password of a database URL, if it has one (for the log redactor)."""
+    m = _URL_PASSWORD.search(url)
+    if m:
+        return m.group(2)
+    q = _QUERY_PASSWORD.search(url)
+    return q.group(2) if q and q.group(2) else None
+
+
+# Ranges shared with the command line (``bot analyze --levels`` is the same depth as
+# ``[signals] levels``).
+MAX_LEVELS = 100
+MAX_AMOUNT = 1e12  # base-currency amounts (bot.market.sanity.MAX_AMOUNT)
+MAX_QUOTE = 1e12  # quote-currency amounts
+MAX_BALANCE = 1e15
+DAY = 86400.0
 
 
 class _Section(BaseModel):
@@ -104,13 +258,17 @@ class _Section(BaseModel):
 # --------------------------------------------------------------------------- sections
 
 
+# Every number key states its type and range here (``Range``); ``field_ranges()`` lists them.
+Seconds = float  # a duration key: Annotated[Seconds, Range("duration", lo, hi)]
+
+
 class ExchangeSettings(_Section):
-    id: str = "binance"
-    sandbox: bool = True
+    id: str = "binance"  # one of ccxt.exchanges
+    sandbox: StrictBool = True
     url: str = ""  # base URL override, e.g. http://127.0.0.1:8765 for the emulator
     account: str = "default"  # a name for this account; BOT_LIVE_CONFIRM must equal it in live mode
-    timeout: Duration = 10.0
-    recv_window: Duration = 5.0
+    timeout: Annotated[Seconds, Range("duration", 0.1, 300.0)] = 10.0
+    recv_window: Annotated[Seconds, Range("duration", 0.001, 60.0)] = 5.0
     # Never from the file: filled from BOT_API_KEY / BOT_API_SECRET.
     api_key: SecretStr | None = None
     api_secret: SecretStr | None = None
@@ -119,8 +277,24 @@ class ExchangeSettings(_Section):
     @classmethod
     def _url(cls, v: str) -> str:
         if v and not re.match(r"^https?://[^/\s]+", v):
-            raise ValueError(f"must be an http(s) base URL like http://127.0.0.1:8765 (got {v!r})")
+            raise ValueError(f"must be an http(s) base URL like http://127.0.0.1:8765 (got {_show(v)})")
         return v.rstrip("/")
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        known = ccxt_exchanges()
+        if known and v not in known:
+            hint = f"; did you mean {v.lower()!r}?" if v.lower() in known else ""
+            raise ValueError(f"must be an exchange id ccxt knows, like 'binance' (got {_show(v)}){hint}")
+        return v
+
+    @field_validator("account")
+    @classmethod
+    def _account(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@:-]{0,63}", v):
+            raise ValueError(f"must be 1-64 letters, digits or _.@:- (got {_show(v)})")
+        return v
 
     @property
     def has_keys(self) -> bool:
@@ -129,61 +303,81 @@ class ExchangeSettings(_Section):
 
 class StoreSettings(_Section):
     url: str = "sqlite+aiosqlite:///bot.db"
-    queue_size: PosInt = 10_000
-    batch_ms: PosInt = 50
-    max_buffered: PosInt = 100_000  # records kept in memory while the database is down
+    queue_size: Annotated[int, Range("int", 1, 1_000_000)] = 10_000
+    batch_ms: Annotated[int, Range("int", 1, 60_000)] = 50
+    # records kept in memory while the database is down
+    max_buffered: Annotated[int, Range("int", 1, 10_000_000)] = 100_000
 
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
         if not (v.startswith("sqlite") or v.startswith("postgresql")):
-            raise ValueError(f"must be a sqlite+aiosqlite:// or postgresql+asyncpg:// URL (got {v!r})")
+            raise ValueError(f"must be a sqlite+aiosqlite:// or postgresql+asyncpg:// URL (got {_show(redact_url(v))})")
+        if any(c.isspace() or not c.isprintable() for c in v):
+            raise ValueError(f"must not contain spaces or control characters (got {_show(redact_url(v))})")
         return v
 
 
 class SignalSettings(_Section):
-    levels: PosInt = 5
-    window: Duration = 10.0
-    halflife: Duration = 300.0  # EWMA half-life of the z-score normalisation
-    sample_interval: Duration = 1.0  # sampled rows into the signals table
-    warmup: Duration = 60.0  # no signal is emitted before this much event time has been seen
+    levels: Annotated[int, Range("int", 1, MAX_LEVELS)] = 5
+    window: Annotated[Seconds, Range("duration", 0.001, 3600.0)] = 10.0
+    # EWMA half-life of the scale (RMS) each signal is divided by
+    halflife: Annotated[Seconds, Range("duration", 0.001, DAY)] = 300.0
+    sample_interval: Annotated[Seconds, Range("duration", 0.001, 3600.0)] = 1.0  # sampled rows into the signals table
+    # no signal is emitted before this much event time has been seen
+    warmup: Annotated[Seconds, Range("duration", 0.001, DAY)] = 60.0
 
 
 class StrategySettings(_Section):
-    entry_z: PosFloat = 2.0
-    exit_z: NonNegFloat = 0.5
-    persistence: PosInt = 3
-    aggressive_z: PosFloat = 3.0  # at or above this strength, cross the spread; below, join the touch
-    max_hold: Duration = 120.0
-    order_ttl: Duration = 5.0  # a resting order older than this is cancelled and re-worked
-    min_edge_bps: NonNegFloat = 0.0  # margin over half-spread + fee required to enter
-    cost_gate: bool = True  # enter only when the expected move pays half-spread + fee + min_edge_bps
-    edge_bps_per_z: NonNegFloat = 0.0  # configured expected move per unit of z; 0 = the calibrated prior
+    # in units of the combined flow's RMS; docs/signals.md, "Detector"
+    entry_z: Annotated[float, Range("float", 0, 100, lo_open=True)] = 2.5
+    exit_z: Annotated[float, Range("float", 0, 100)] = 0.5
+    persistence: Annotated[int, Range("int", 1, 1000)] = 3
+    # at or above this strength, cross the spread; below, join the touch
+    aggressive_z: Annotated[float, Range("float", 0, 100, lo_open=True)] = 3.0
+    max_hold: Annotated[Seconds, Range("duration", 0.001, 7 * DAY)] = 120.0
+    # a resting order older than this is cancelled and re-worked
+    order_ttl: Annotated[Seconds, Range("duration", 0.001, DAY)] = 5.0
+    # margin over half-spread + fee required to enter
+    min_edge_bps: Annotated[float, Range("float", 0, 10_000)] = 0.0
+    cost_gate: StrictBool = True  # enter only when the expected move pays half-spread + fee + min_edge_bps
+    # configured expected move per unit of z; 0 = the calibrated prior
+    edge_bps_per_z: Annotated[float, Range("float", 0, 10_000)] = 0.0
 
 
 class RiskSettings(_Section):
-    max_position: PosDecimal = Decimal("0.05")
-    max_order_notional: PosDecimal = Decimal("500")
-    max_daily_loss: PosDecimal = Decimal("100")
-    max_drawdown: PosDecimal = Decimal("200")
-    max_orders_per_minute: PosInt = 30
-    max_open_orders: PosInt = 4
-    max_rejections: PosInt = 5  # consecutive exchange rejections -> halt
-    price_band_bps: PosFloat = 50.0
-    stale_after: Duration = 5.0
-    flatten_on_halt: bool = True
+    max_position: Annotated[Decimal, Range("decimal", 0, MAX_AMOUNT, lo_open=True)] = Decimal("0.05")
+    max_order_notional: Annotated[Decimal, Range("decimal", 0, MAX_QUOTE, lo_open=True)] = Decimal("500")
+    max_daily_loss: Annotated[Decimal, Range("decimal", 0, MAX_QUOTE, lo_open=True)] = Decimal("100")
+    max_drawdown: Annotated[Decimal, Range("decimal", 0, MAX_QUOTE, lo_open=True)] = Decimal("200")
+    max_orders_per_minute: Annotated[int, Range("int", 1, 10_000)] = 30
+    max_open_orders: Annotated[int, Range("int", 1, 1000)] = 4
+    max_rejections: Annotated[int, Range("int", 1, 1000)] = 5  # consecutive exchange rejections -> halt
+    price_band_bps: Annotated[float, Range("float", 0, 10_000, lo_open=True)] = 50.0
+    stale_after: Annotated[Seconds, Range("duration", 0.001, 3600.0)] = 5.0
+    flatten_on_halt: StrictBool = True
     daily_loss_resume: Literal["manual", "next_day"] = "next_day"
 
 
 class PaperSettings(_Section):
-    taker_fee_bps: NonNegFloat = 10.0
-    maker_fee_bps: NonNegFloat = 2.0
-    latency_ms: NonNegFloat = 50.0
-    balances: dict[str, NonNegDecimal] = Field(default_factory=lambda: {"USDT": Decimal(10000), "BTC": Decimal(0)})
+    taker_fee_bps: Annotated[float, Range("float", 0, 1000)] = 10.0
+    maker_fee_bps: Annotated[float, Range("float", 0, 1000)] = 2.0
+    latency_ms: Annotated[float, Range("float", 0, 60_000)] = 50.0
+    balances: dict[str, Annotated[Decimal, Range("decimal", 0, MAX_BALANCE)]] = Field(
+        default_factory=lambda: {"USDT": Decimal(10000), "BTC": Decimal(0)})
+
+    @field_validator("balances", mode="before")
+    @classmethod
+    def _currencies(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            for name in v:
+                if not (isinstance(name, str) and re.fullmatch(r"[A-Z0-9]{1,15}", name)):
+                    raise ValueError(f"currency names must be 1-15 capital letters or digits, like USDT (got {_show(name)})")
+        return v
 
 
 class ExecutionSettings(_Section):
-    cancel_unknown: bool = False  # cancel open orders on the exchange that this bot did not place
+    cancel_unknown: StrictBool = False  # cancel open orders on the exchange that this bot did not place
     # Client order ids are <prefix>-<run>-<seq>; an order is this bot's if its id has this prefix
     # (or it is in the bot's orders table). "" = derived from account, symbol and mode.
     client_id_prefix: str = ""
@@ -194,20 +388,13 @@ class ExecutionSettings(_Section):
         if v and not re.fullmatch(r"[A-Za-z0-9]{1,8}", v):
             raise ValueError(f"must be 1-8 letters or digits, or empty to derive it (got {v!r})")
         return v
-    reconcile_interval: Duration = 30.0
-    max_retries: PosInt = 5
-    cancel_on_stop: bool = True
+    reconcile_interval: Annotated[Seconds, Range("duration", 0.001, DAY)] = 30.0
+    max_retries: Annotated[int, Range("int", 1, 100)] = 5
+    cancel_on_stop: StrictBool = True
 
 
 class MetricsSettings(_Section):
-    port: int = 0  # 0 = off; status + Prometheus on 127.0.0.1:port
-
-    @field_validator("port")
-    @classmethod
-    def _port(cls, v: int) -> int:
-        if not 0 <= v <= 65535:
-            raise ValueError(f"must be 0 (off) or a TCP port 1..65535 (got {v})")
-        return v
+    port: Annotated[int, Range("int", 0, 65535)] = 0  # 0 = off; status + Prometheus on 127.0.0.1:port
 
 
 class Settings(_Section):
@@ -392,6 +579,8 @@ def render_effective(settings: Settings) -> str:
                 if k in ("api_key", "api_secret"):
                     lines.append(f'{k} = "{"***" if v is not None else "(not set)"}"')
                     continue
+                if k == "url" and isinstance(v, str):
+                    v = redact_url(v)  # a database or exchange URL may carry a password
                 lines.append(f"{k} = {_toml_value(v)}")
     return "\n".join(lines) + "\n"
 
@@ -413,7 +602,11 @@ def _toml_value(v: Any) -> str:
 def secret_values(settings: Settings | None = None, env: Mapping[str, str] | None = None) -> list[str]:
     """Every secret string known to this process, for the log redactor."""
     env = os.environ if env is None else env
-    out = [env[k] for k in (ENV_API_KEY, ENV_API_SECRET) if env.get(k)]
+    out = [env[k] for k in (ENV_API_KEY, ENV_API_SECRET, ENV_STATUS_TOKEN, ENV_EMULATOR_SECRET) if env.get(k)]
+    for url in (env.get(ENV_DB_URL), settings.store.url if settings is not None else None):
+        password = url_password(url) if url else None
+        if password:
+            out.append(password)
     if settings is not None:
         for s in (settings.exchange.api_key, settings.exchange.api_secret):
             if s is not None:
@@ -422,7 +615,7 @@ def secret_values(settings: Settings | None = None, env: Mapping[str, str] | Non
 
 
 def redact(text: str, secrets: list[str] | None = None) -> str:
-    """Replace every known secret in ``text`` with ``***``."""
+    """Replace every known secret in ``text``, and every URL password, with ``***``."""
     for s in secrets if secrets is not None else secret_values():
         text = text.replace(s, "***")
-    return text
+    return redact_url(text)

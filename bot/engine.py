@@ -37,6 +37,7 @@ from bot.model import (
     Direction,
     Fill,
     ImbalanceSignal,
+    Liquidity,
     MarketEvent,
     Order,
     OrderRequest,
@@ -79,8 +80,18 @@ class Decision:
     text: str
 
 
+def _num(d: Decimal) -> str:
+    """A Decimal as plain digits, no exponent or trailing zeros (0E-8 -> 0, 0.00800000 -> 0.008)."""
+    s = format(d.normalize(), "f")
+    return "0" if s == "-0" else s
+
+
 @dataclass
 class RunSummary:
+    """What one run did: every count and sum is the run's own (its orders, fills, PnL and fees),
+    never the account's over earlier runs; ``position`` is where the ledger stands at the end,
+    ``start_position`` where it stood when the run started (earlier runs' fills)."""
+
     run_id: int
     events: int = 0
     seconds: float = 0.0
@@ -95,13 +106,16 @@ class RunSummary:
     halt_reason: str | None = None
     skipped_events: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    start_position: Decimal = ZERO
+    halt_kind: str | None = None
 
     def lines(self) -> list[str]:
         rate = self.events / self.seconds if self.seconds > 0 else 0.0
+        start = f" ({_num(self.start_position)} at the run's start)" if self.start_position else ""
         out = [
             f"run {self.run_id}: {self.events} events in {self.seconds:.2f} s ({rate:,.0f} events/s)",
             f"orders {self.orders}, fills {self.fills}, signals {self.signals}, risk events {self.risk_events}",
-            f"position {self.position}, realised PnL {self.realized_pnl}, fees {self.fees}",
+            f"position {_num(self.position)}{start}, realised PnL {_num(self.realized_pnl)}, fees {_num(self.fees)}",
         ]
         if self.extra.get("skipped_for_cost"):
             out.append(f"entries skipped for cost: {self.extra['skipped_for_cost']}")
@@ -200,6 +214,8 @@ class TradingCore:
         self.killswitch = KillSwitch(settings.risk, clock)
         self.inventory = Inventory.from_fills(fills, self.symbol)
         self.position_floor = position_floor
+        # the ledger when this run started (earlier runs' fills): the summary counts the run's own PnL
+        self._start_totals = (self.inventory.position, self.inventory.realized, self.inventory.fees)
         self.om = OrderManager(
             broker,
             writer,
@@ -215,7 +231,12 @@ class TradingCore:
         self.actions = _KillActions(self)
         self.markouts = MarkoutTracker()
         # (due ts, direction, mid at signal, strength): the move after each entry feeds the cost gate
-        self._edge_due: deque[tuple[int, int, float, float]] = deque()
+        # [start ts (signal + paper latency), due ts, direction, mid at start (None until then), strength]:
+        # the move from when our order could arrive to the horizon, never the part before it
+        self._edge_due: deque[list[Any]] = deque()
+        self._latency_ms = int(settings.paper.latency_ms)
+        # (due ts, side sign, mid at fill): the mid's move after each passive fill (adverse selection)
+        self._passive_due: deque[tuple[int, int, float]] = deque()
         self.state = "starting"
         self.feed_up = True
         # Durations run on the monotonic clock (clock.mono_ms), wall time only stamps rows (clock.py).
@@ -245,6 +266,9 @@ class TradingCore:
         self.inventory.apply_fill(fill)
         order = self.om.get(fill.client_id)
         self.markouts.add_fill(fill, order.signal_strength if order is not None else None)
+        mid_now = self.book.mid()
+        if fill.liquidity is Liquidity.MAKER and mid_now is not None:
+            self._passive_due.append((fill.ts + EDGE_HORIZON_MS, fill.side.sign, mid_now))
         self.counts["fills"] += 1
         self._dirty = True
         self._decision(fill.ts, "fill", f"{fill.side.value} {fill.amount} @ {fill.price} ({fill.liquidity.value})")
@@ -400,7 +424,7 @@ class TradingCore:
             await self.om.drain()
         sig = self.signals.detector.update(ts)
         mid = self.book.mid()
-        if mid is not None and (self.markouts.pending or self._edge_due):
+        if mid is not None and (self.markouts.pending or self._edge_due or self._passive_due):
             self._follow_up(ts, mid)
         now = self.clock.mono_ms()
         self.strategy.on_tick(ts, mid, now)
@@ -423,10 +447,20 @@ class TradingCore:
             for m in self.markouts.on_mid(ts, mid, self._micro()):
                 self.writer.put(m)
         gate = self.strategy.gate
-        while self._edge_due and self._edge_due[0][0] <= ts:
-            _, direction, mid0, strength = self._edge_due.popleft()
-            if gate is not None and mid0 > 0:
+        for due in self._edge_due:  # in signal order: start mids are taken oldest first
+            if due[3] is not None:
+                continue
+            if due[0] > ts:
+                break
+            due[3] = mid
+        while self._edge_due and self._edge_due[0][1] <= ts:
+            _, _, direction, mid0, strength = self._edge_due.popleft()
+            if gate is not None and mid0 is not None and mid0 > 0:
                 gate.observe(abs(strength), direction * (mid - mid0) / mid0 * 1e4)
+        while self._passive_due and self._passive_due[0][0] <= ts:
+            _, sign, mid0 = self._passive_due.popleft()
+            if gate is not None and mid0 > 0:
+                gate.observe_passive_fill(sign * (mid - mid0) / mid0 * 1e4)
 
     def flush_markouts(self) -> int:
         """End of the stream (replay end, live shutdown): write the markouts still waiting.
@@ -457,7 +491,8 @@ class TradingCore:
             return
         spread = self.book.spread() or 0.0
         if sig.kind == "entry":
-            self._edge_due.append((sig.ts + EDGE_HORIZON_MS, int(sig.direction), mid, sig.strength))
+            self._edge_due.append([sig.ts + self._latency_ms, sig.ts + EDGE_HORIZON_MS, int(sig.direction),
+                                   mid if self._latency_ms == 0 else None, sig.strength])
         now = self.clock.mono_ms() if now is None else now
         if not self.strategy.on_signal(sig, self.exposure, mid, spread / 2 / mid * 1e4, now_ms=now):
             self.counts["skipped_for_cost"] += 1
@@ -639,6 +674,8 @@ class TradingCore:
         }
 
     def summary(self, seconds: float) -> RunSummary:
+        """This run's own numbers (see ``RunSummary``): PnL and fees since the run started."""
+        start_position, start_realized, start_fees = self._start_totals
         return RunSummary(
             run_id=self.run_id,
             events=self.events,
@@ -648,11 +685,14 @@ class TradingCore:
             signals=self.counts["signals"],
             risk_events=self.counts["risk_events"],
             position=self.inventory.position,
-            realized_pnl=self.inventory.realized,
-            fees=self.inventory.fees,
+            start_position=start_position,
+            realized_pnl=self.inventory.realized - start_realized,
+            fees=self.inventory.fees - start_fees,
             halted=self.killswitch.halted,
             halt_reason=self.killswitch.halt_reason,
-            extra={"skipped_for_cost": self.counts["skipped_for_cost"], "markouts": self.markouts.emitted},
+            halt_kind=self.killswitch.halt_kind,
+            extra={"skipped_for_cost": self.counts["skipped_for_cost"], "markouts": self.markouts.emitted,
+                   "mark": self.book.mid()},  # the last mid: what an open position is worth at the end
         )
 
 
@@ -686,9 +726,10 @@ def live_paper_broker(settings: Settings, clock: Clock, run_id: int, fills: list
 
 
 def _writer(settings: Settings, engine: Any, run_id: int, core_ref: list[TradingCore],
-            mode: str | None = None) -> StoreWriter:
+            mode: str | None = None, **options: Any) -> StoreWriter:
     """The run's writer; its rows carry ``mode`` (default ``settings.mode``; a replay: "replay")
-    and ``settings.venue``, as the run's ``open_store`` row does."""
+    and ``settings.venue``, as the run's ``open_store`` row does. ``options``: further
+    ``StoreWriter`` keywords (the replay's ``backlog_health``/``run_inventory``)."""
 
     def on_health(ok: bool, reason: str) -> None:
         if core_ref:  # the writer logs store_health itself; the core logs the pause/resume
@@ -706,6 +747,7 @@ def _writer(settings: Settings, engine: Any, run_id: int, core_ref: list[Trading
         batch_ms=settings.store.batch_ms,
         max_buffered=settings.store.max_buffered,
         on_health=on_health,
+        **options,
     )
 
 
@@ -732,6 +774,41 @@ async def _restore_halt(core: TradingCore, engine: Any) -> None:
 # --------------------------------------------------------------------------- replay
 
 
+# A replay waits for the store writer (backpressure) once this share of ``[store] queue_size``
+# records is waiting to be written.
+REPLAY_HIGH_WATER = 0.5
+
+
+def _failure_reason(exc: BaseException) -> str:
+    """One line saying why a replay failed (a RecordingError already reads ``path:line: what``)."""
+    from bot.market.recorder import RecordingError
+
+    if isinstance(exc, RecordingError):
+        text = str(exc)
+    elif isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)):
+        text = f"interrupted ({type(exc).__name__})"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return (text.splitlines() or [type(exc).__name__])[0][:500]
+
+
+async def _close_out_failed_replay(core: TradingCore) -> None:
+    """A replay that stops on a failure: cancel what is still working and write what is pending,
+    so the tables are final. Every step runs even when an earlier one fails (the store may be
+    the failure: then the records go to the log, see ``_ShutdownSink``)."""
+    core.state = "stopping"
+    core.om.sink = _ShutdownSink(core.writer)
+    await _step("cancel_open_orders", core.om.cancel_all())
+    await _step("final_drain", core.om.drain())
+    try:
+        core.flush_markouts()
+    except Exception as exc:
+        log.error("markouts_flush_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+    left = [o.client_id for o in core.om.open_orders]
+    if left:
+        log.error("open_orders_at_replay_failure", client_ids=left)
+
+
 async def run_replay(
     recording: Path,
     settings: Settings,
@@ -743,7 +820,23 @@ async def run_replay(
     speed: float = 0.0,
     warmup_s: float | None = None,
 ) -> RunSummary:
-    """Feed a recording through the engine with a simulated clock and the paper broker."""
+    """Feed a recording through the engine with a simulated clock and the paper broker.
+
+    * Market time: the ``runs`` row starts at the first event's ``ts`` and ends at the latest
+      ``ts`` seen (the simulated clock), never at the wall clock or 1970.
+    * The store never pauses or halts a replay: once ``REPLAY_HIGH_WATER`` x ``[store]
+      queue_size`` records wait (or the writer reports an error) the replay awaits the writer
+      before the next event (backpressure: event time stands still meanwhile, so no outage timer
+      runs). Only the strategy's own risk rules halt a replay: the run ends ``halted`` and
+      ``RunSummary.halted`` is set (``bot replay`` exits 1).
+    * A failure (a bad line in the middle of the recording, a dead store) cancels the open
+      orders, marks the run ``failed`` with the reason (``runs.status``/``end_reason``) and
+      re-raises. A bad line before the first event fails before any run is created.
+    * Every replay is its own simulation: paper ids and the stored running inventory
+      (``fills.position_after``) are the run's own, so replays share a database safely.
+    """
+    from itertools import chain
+
     from bot.market.recorder import RecordingReader
 
     reader = RecordingReader(recording, on_error="stop")
@@ -755,12 +848,15 @@ async def run_replay(
     if db_url:
         settings = settings.model_copy(update={"store": settings.store.model_copy(update={"url": db_url})})
     rules = MarketRules.binance_spot(settings.symbol)
-    clock = SimulatedClock(0)
-    engine, run_id = await open_store(settings, "replay", 0)
+    events = iter(reader)
+    first = next(events, None)  # the run starts at the first event's time
+    start_ms = first.ts if first is not None else 0
+    clock = SimulatedClock(start_ms)
+    engine, run_id = await open_store(settings, "replay", start_ms)
     bind_run(run_id, "replay", settings.symbol)
     core_ref: list[TradingCore] = []
-    writer = _writer(settings, engine, run_id, core_ref, mode="replay")
-    broker = PaperBroker(clock, settings.paper, settings.symbol)
+    writer = _writer(settings, engine, run_id, core_ref, mode="replay", backlog_health=False, run_inventory=True)
+    broker = PaperBroker(clock, settings.paper, settings.symbol, id_prefix=f"replay-r{run_id}")
     core = TradingCore(
         settings, clock=clock, broker=broker, writer=writer, run_id=run_id, rules=rules, tick=header.tick,
         warmup_s=warmup_s, position_floor=-settings.paper.balances.get(settings.base, ZERO),
@@ -768,10 +864,12 @@ async def run_replay(
     core_ref.append(core)
     await writer.start()
     core.state = "trading"
+    high_water = max(1, int(settings.store.queue_size * REPLAY_HIGH_WATER))
     started = time.perf_counter()
     next_status = 0
     bar: Any = None
     task: Any = None
+    failure: BaseException | None = None
     if progress:
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -782,8 +880,10 @@ async def run_replay(
     try:
         first_ts: int | None = None
         wall0 = time.monotonic()
-        for ev in reader:
+        for ev in chain((first,), events) if first is not None else ():
             await core.on_event(ev)
+            if writer.backlog >= high_water or not writer.healthy:
+                await writer.flush()  # backpressure: wait for the store, never pause or halt for it
             if bar is not None and core.events % 20000 == 0:
                 bar.update(task, completed=core.events)
             if on_status is not None and ev.ts >= next_status:
@@ -801,12 +901,34 @@ async def run_replay(
         await core.om.cancel_all()
         await core.om.drain()
         core.flush_markouts()
+    except BaseException as exc:  # a bad line, a dead store, an interrupt: the run failed
+        failure = exc
+        log.error("replay_failed", error=_failure_reason(exc), run_id=run_id, events=core.events)
+        await _close_out_failed_replay(core)
     finally:
         if bar is not None:
             bar.stop()
+    try:
         await writer.close()
-        await queries.end_run(engine, run_id, clock.now_ms())
+    except Exception as exc:
+        log.error("replay_store_close_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+        failure = failure or exc
+    if failure is not None:
+        status, reason = "failed", _failure_reason(failure)
+    elif core.killswitch.halted:
+        status, reason = "halted", f"{core.killswitch.halt_kind}: {core.killswitch.halt_reason}"[:500]
+    else:
+        status, reason = "ended", None
+    try:
+        await queries.end_run(engine, run_id, clock.now_ms(), status, reason)
+    except Exception as exc:
+        log.error("replay_end_run_failed", error=f"{type(exc).__name__}: {exc}"[:300], status=status)
+        failure = failure or exc
+    finally:
         await engine.dispose()
+    if failure is not None:
+        failure.add_note(f"run {run_id} marked failed; its open orders were cancelled")
+        raise failure
     summary = core.summary(time.perf_counter() - started)
     summary.skipped_events = reader.skipped
     return summary
@@ -1175,7 +1297,9 @@ class LiveRunner:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(writer.close(), 3.0)
         with contextlib.suppress(Exception):
-            await queries.end_run(engine, run_id, clock.now_ms())
+            halted = core is not None and core.killswitch.halted
+            status = "failed" if self.failure is not None else ("halted" if halted else "ended")
+            await queries.end_run(engine, run_id, clock.now_ms(), status, self.stop_reason or None)
         with contextlib.suppress(Exception):
             await engine.dispose()
         with contextlib.suppress(Exception):

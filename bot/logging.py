@@ -19,18 +19,36 @@ from bot.config import secret_values
 _configured = False
 
 
+_to_stderr = False  # logs_to_stderr(): while stdout carries a command's result
+
+
 class _CurrentStdout:
     """Writes to whatever ``sys.stdout`` is at the moment of writing (not at configure time),
-    so a swapped or closed stdout (test runners, daemonisation) never breaks logging."""
+    so a swapped or closed stdout (test runners, daemonisation) never breaks logging; to
+    ``sys.stderr`` instead while ``logs_to_stderr`` is on (also for loggers bound before)."""
+
+    @staticmethod
+    def _out() -> TextIO:
+        return sys.stderr if _to_stderr else sys.stdout
 
     def write(self, text: str) -> int:
-        return sys.stdout.write(text)
+        return self._out().write(text)
 
     def flush(self) -> None:
-        sys.stdout.flush()
+        self._out().flush()
 
     def isatty(self) -> bool:
-        return sys.stdout.isatty()
+        return self._out().isatty()
+
+
+def logs_to_stderr(enabled: bool = True) -> bool:
+    """Send every log line to stderr (``enabled``) or back to stdout; returns the previous setting.
+
+    For commands whose stdout is a result (``bot analyze --json``: exactly one JSON document),
+    including loggers that modules bound at import time."""
+    global _to_stderr
+    previous, _to_stderr = _to_stderr, enabled
+    return previous
 
 
 class _Redactor:

@@ -825,7 +825,11 @@ async def run_monitor(
     polls = 0
     with _quiet_stdout(console), _quit_on_signals(view.stop), KeyReader(view.key), \
             _live(console, view.frame()) as live:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+        from bot.status_server import status_token
+
+        token = status_token()  # BOT_STATUS_TOKEN: the bot's status server may want it
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), headers=headers) as session:
             while not view.stop.is_set():
                 delay = refresh_s
                 if not view.paused:

@@ -2,7 +2,8 @@
 
 Kept apart from ``cli.py`` so the CLI stays a thin parser, and apart from ``engine.py`` so the
 engine knows nothing of processes, exit codes or terminals. Each function returns the exit
-code: 0 ok, 78 bad config, 1 anything else (a risk halt is not a crash: 0).
+code: 0 ok, 78 bad config, 1 anything else (a risk halt of `bot run` is not a crash: 0; a replay
+halted by its risk rules did not replay the recording as configured: 1, with the halt's reason).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from bot.config import (
     Settings,
     load_config,
     redact,
+    redact_url,
     settings_from_dict,
 )
 from bot.logging import configure_logging, get_logger, refresh_secrets
@@ -92,6 +94,12 @@ def run_service(config: Path | None, db: str | None, live: bool) -> int:
     problems = config_file_problems(config) + live_gate(settings, live)
     if problems:
         return _problems(problems)
+    from bot.store.db import sqlite_write_problem
+
+    unwritable = sqlite_write_problem(settings.store.url)
+    if unwritable is not None:
+        print(f"store: {unwritable}", file=sys.stderr)
+        return 1
     from bot.engine import LiveRunner
 
     notifier = Notifier()
@@ -122,18 +130,76 @@ def run_replay_cli(recording: Path, config: Path | None, db: str | None) -> int:
     if not recording.exists():
         print(f"{recording}: file not found", file=sys.stderr)
         return 2
+    if not recording.is_file():
+        print(f"{recording}: not a recording file", file=sys.stderr)
+        return 2
+    from bot.store.db import sqlite_write_problem
+
+    unusable = recording_problem(recording, settings) or sqlite_write_problem(db or settings.store.url)
+    if unusable is not None:  # before any run row or database file is written
+        print(f"replay failed: {unusable}", file=sys.stderr)
+        return 1
     from bot.engine import run_replay
     from bot.market.recorder import RecordingError
 
     console = Console(stderr=False)
     try:
         summary = asyncio.run(run_replay(recording, settings, db, progress=sys.stderr.isatty()))
-    except RecordingError as exc:
-        print(str(exc), file=sys.stderr)
+    except KeyboardInterrupt:
+        print("replay interrupted", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        # one line: a bad line names the file and line (``path:line: what``), then the run it failed
+        print(replay_failure_line(exc, isinstance(exc, RecordingError)), file=sys.stderr)
         return 1
     for line in summary.lines():
         console.print(line, highlight=False)
+    if summary.halted:
+        # Only the strategy's own risk rules halt a replay (the store never does): the replay did
+        # not run as configured, so the exit code says so (a halt in `bot run` is not a crash: 0).
+        print(f"replay halted by the risk engine ({summary.halt_kind}): {summary.halt_reason} "
+              f"(run {summary.run_id})", file=sys.stderr)
+        return 1
     return 0
+
+
+def recording_problem(recording: Path, settings: Settings) -> str | None:
+    """Why ``recording`` cannot be replayed, in one line; None when it can.
+
+    Read before the replay opens the store: the file opens and decompresses, its header is
+    valid and names a market with built-in rules (else the config's symbol), and it yields at
+    least one event (random bytes or plain text named ``.gz`` yield none: an error, not an
+    empty success).
+    """
+    from bot.market.recorder import RecordingError, RecordingReader
+    from bot.risk.market_rules import MarketRules
+
+    try:
+        reader = RecordingReader(recording, on_error="stop")
+        MarketRules.binance_spot(reader.header.symbol or settings.symbol)
+        events = iter(reader)
+        try:
+            first = next(events, None)
+        finally:
+            events.close()  # type: ignore[attr-defined]
+    except RecordingError as exc:
+        return str(exc)
+    except ValueError as exc:
+        return f"{recording}: {exc}"
+    except OSError as exc:
+        return f"{recording}: cannot read ({exc.strerror or exc})"
+    if first is None:
+        why = reader.errors[0].message if reader.errors else "no snapshot, delta or trade line"
+        return f"{recording}: no events to replay ({why})"
+    return None
+
+
+def replay_failure_line(exc: BaseException, recording_error: bool = False) -> str:
+    """The one line ``bot replay`` prints for a failed replay (notes: the run marked failed)."""
+    text = str(exc) if recording_error else redact(f"{type(exc).__name__}: {exc}")
+    first = (text.splitlines() or [type(exc).__name__])[0][:500]
+    notes = [n for n in getattr(exc, "__notes__", ()) if isinstance(n, str)]
+    return f"replay failed: {first}" + (f" ({'; '.join(notes)})" if notes else "")
 
 
 # --------------------------------------------------------------------------- demo
@@ -175,7 +241,7 @@ async def _demo(seconds: float, db_url: str, seed: int, console: Console) -> int
         settings = demo_settings(emulator.base_url, db_url)
         console.print(
             f"[bold]bot demo[/bold]: emulator on {emulator.base_url}, paper trading BTC/USDT through ccxt "
-            f"for {seconds:g} s, store {db_url}",
+            f"for {seconds:g} s, store {redact_url(db_url)}",
             highlight=False,
         )
         runner = LiveRunner(settings, warmup_s=min(10.0, seconds / 3), duration_s=seconds)

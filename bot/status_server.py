@@ -5,9 +5,14 @@ Prometheus, and the monitor wants the same facts as JSON, so both are views of o
 dict (``Engine.status()``, see the status schema). The engine hands over a provider
 callable and needs nothing else: ``prometheus_text`` derives every metric from that dict.
 
-Why loopback only: the endpoint shows positions, PnL and open orders and has no
-authentication. Binding any other address is refused with ``ValueError``; to watch a bot
-on another host, use an SSH tunnel.
+Why loopback only: the endpoint shows positions, PnL and open orders. Binding any other
+address is refused with ``ValueError``; to watch a bot on another host, use an SSH tunnel.
+A loopback port is still reachable from a web page in the operator's browser through DNS
+rebinding (``evil.example`` re-resolved to 127.0.0.1), so every request must name a loopback
+host in its ``Host`` header (``127.0.0.1``, ``localhost`` or ``[::1]``, optionally with this
+port): any other Host gets 421. With ``BOT_STATUS_TOKEN`` set in the environment, every
+route but ``/healthz`` also wants ``Authorization: Bearer <token>`` (401 without it, 403 with
+a wrong one); ``bot monitor`` sends it from the same variable.
 
 Why it is cheap: the handler runs on the trading loop, so it does one ``provider()`` call and
 one ``orjson.dumps`` (microseconds for a status dict) and no logging per request.
@@ -15,8 +20,10 @@ one ``orjson.dumps`` (microseconds for a status dict) and no logging per request
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from enum import Enum
@@ -25,11 +32,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from bot.config import ENV_STATUS_TOKEN
 from bot.logging import get_logger
 
 log = get_logger(__name__)
 
 _JSON = "application/json"
+LOOPBACK_HOST_NAMES = ("127.0.0.1", "localhost", "[::1]")
 _PROM = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -41,6 +50,21 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def host_allowed(host_header: str | None, port: int) -> bool:
+    """True when a request's ``Host`` names a loopback host: 127.0.0.1, localhost or [::1],
+    bare or with ``port`` (DNS rebinding sends the attacker's own name, refused)."""
+    if not host_header:
+        return False
+    host = host_header.strip().lower()
+    return any(host in (name, f"{name}:{port}") for name in LOOPBACK_HOST_NAMES)
+
+
+def status_token(env: Mapping[str, str] | None = None) -> str | None:
+    """The bearer token the status server wants (``BOT_STATUS_TOKEN``; None when unset or empty)."""
+    token = (os.environ if env is None else env).get(ENV_STATUS_TOKEN, "").strip()
+    return token or None
 
 
 def _default(obj: Any) -> Any:
@@ -73,6 +97,7 @@ class StatusServer:
         port: int,
         host: str = "127.0.0.1",
         metrics: Callable[[], str] | None = None,
+        token: str | None = None,
     ) -> None:
         if not is_loopback(host):
             raise ValueError(
@@ -85,7 +110,10 @@ class StatusServer:
         self.port = port
         self.host = host
         self.metrics = metrics
+        # BOT_STATUS_TOKEN unless given; "" = no token
+        self.token = (token if token is not None else status_token()) or None
         self.requests = 0
+        self.refused = 0
         self._runner: web.AppRunner | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -94,7 +122,7 @@ class StatusServer:
         """Start listening; returns the actual port (``port=0`` picks a free one)."""
         if self._runner is not None:
             return self.port
-        app = web.Application()
+        app = web.Application(middlewares=[self._guard])
         app.router.add_get("/status", self._status)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
@@ -133,6 +161,25 @@ class StatusServer:
         return f"http://{host}:{self.port}"
 
     # ------------------------------------------------------------------ handlers
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Host check (DNS rebinding), then the optional bearer token; before any handler."""
+        if not host_allowed(request.headers.get("Host"), self.port):
+            self.refused += 1
+            return web.Response(status=421, text="misdirected request: use Host 127.0.0.1, localhost or [::1]\n")
+        if self.token is not None and request.path != "/healthz":
+            auth = request.headers.get("Authorization", "")
+            scheme, _, given = auth.partition(" ")
+            if scheme.lower() != "bearer" or not given.strip():
+                self.refused += 1
+                return web.Response(status=401, text=f"bearer token required ({ENV_STATUS_TOKEN})\n",
+                                    headers={"WWW-Authenticate": "Bearer"})
+            if not hmac.compare_digest(given.strip().encode(), self.token.encode()):
+                self.refused += 1
+                return web.Response(status=403, text="wrong bearer token\n")
+        response: web.StreamResponse = await handler(request)
+        return response
 
     def _snapshot(self) -> dict[str, Any]:
         self.requests += 1

@@ -100,3 +100,25 @@ class SteppableClock:
 
     def step_wall(self, delta_ms: int) -> None:
         self._offset += delta_ms
+
+
+def feed_signals(events: Any, settings: Any, *, tick: float | None = None,
+                 warmup_s: float | None = None) -> tuple[Any, list[Any]]:
+    """Market events through ``OrderBook`` -> ``SignalEngine`` -> ``Detector``, in the order the
+    trading engine feeds them; returns the engine and every ``ImbalanceSignal`` its sink saw
+    (entries, exits and the sampled rows)."""
+    from bot.market.book import OrderBook
+    from bot.model import Trade
+    from bot.signals.engine import SignalEngine
+
+    book = OrderBook(tick=tick) if tick is not None else OrderBook()
+    sunk: list[Any] = []
+    eng = SignalEngine(settings, sink=sunk.append, tick=tick, warmup_s=warmup_s)
+    for ev in events:
+        if isinstance(ev, Trade):
+            eng.on_trade(ev)
+        else:
+            book.apply(ev)
+            eng.on_book(book, ev, ev.ts)
+        eng.detector.update(ev.ts)
+    return eng, sunk

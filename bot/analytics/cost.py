@@ -1,14 +1,22 @@
-"""The cost gate: enter only when the expected move pays for the spread, the fee and a margin.
+"""The cost model of a round trip, and the cost gate that enters only when the move pays for it.
 
 Why: a signal that is right more often than not can still lose money if the move it predicts
-is smaller than what an entry costs. The gate compares, per entry opportunity,
+is smaller than what a position costs to open AND to close. One model, used by the gate, by
+``bot analyze`` (the signal edge's break-even) and by the report, prices a round trip in bps of
+the mid (:func:`round_trip_cost`):
 
-    expected_move_bps(strength)  >  half_spread_bps + fee_bps + min_edge_bps
+* entry leg: crossing the spread (``aggressive``) pays the half-spread and the taker fee; a
+  passive entry (joining the touch) earns the half-spread, pays the maker fee, and pays the
+  adverse selection of passive fills: how far the mid moved against our passive fills after
+  them (measured from their markouts, ``observe_passive_fill``; 0 until measured);
+* exit leg: exits always cross (``bot.strategy``: getting out is never passive), so the
+  half-spread (the one at the decision; the exit's is not known yet) and the taker fee;
+* latency: not a separate term. The expected move is calibrated on the mid move from
+  *signal + latency* to the horizon (``bot.engine``), so the part of the move that happens
+  before our order can arrive is never counted as ours;
+* ``min_edge_bps``: the operator's margin on top.
 
-where ``fee_bps`` is the taker fee for an aggressive entry (crossing the spread) and the maker
-fee for a passive one, ``half_spread_bps`` is (ask - bid) / 2 / mid * 1e4 at the decision, and
-``min_edge_bps`` is ``strategy.min_edge_bps`` (the operator's margin; put the exit's costs there
-when the exit is expected to cross the spread too). Every refusal increments
+The gate compares ``expected_move_bps(strength) > round_trip_cost``; every refusal increments
 ``skipped_for_cost`` and returns a reason with the numbers, for the signal row and the log.
 
 Expected move. A prior ``f(|strength|)`` in bps, times a calibrated factor ``c``:
@@ -37,11 +45,54 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 DEFAULT_SLOPE_BPS = 0.1  # bps of expected mid move per unit of |combined z| (conservative prior)
 Mapping = Callable[[float], float] | Sequence[tuple[float, float]]
+
+
+@dataclass(frozen=True, slots=True)
+class RoundTripCost:
+    """What a round trip (entry and exit) costs, in bps of the mid, leg by leg."""
+
+    entry_spread_bps: float  # + half-spread paid crossing, - half-spread earned joining
+    entry_fee_bps: float
+    adverse_bps: float  # passive entries only: the mid's move against passive fills
+    exit_spread_bps: float
+    exit_fee_bps: float
+    min_edge_bps: float = 0.0
+
+    @property
+    def total_bps(self) -> float:
+        return (self.entry_spread_bps + self.entry_fee_bps + self.adverse_bps + self.exit_spread_bps
+                + self.exit_fee_bps + self.min_edge_bps)
+
+    @property
+    def spread_bps(self) -> float:
+        """The part that is not fees: spreads and adverse selection (what a zero-fee run still pays)."""
+        return self.entry_spread_bps + self.adverse_bps + self.exit_spread_bps
+
+    def text(self) -> str:
+        return (f"entry spread {self.entry_spread_bps:+.3f} + entry fee {self.entry_fee_bps:.3f}"
+                f" + adverse {self.adverse_bps:.3f} + exit spread {self.exit_spread_bps:+.3f}"
+                f" + exit fee {self.exit_fee_bps:.3f} + min_edge {self.min_edge_bps:.3f}")
+
+
+def round_trip_cost(*, half_spread_bps: float, entry_aggressive: bool, taker_fee_bps: float, maker_fee_bps: float,
+                    exit_aggressive: bool = True, passive_adverse_bps: float = 0.0,
+                    min_edge_bps: float = 0.0) -> RoundTripCost:
+    """The one cost model (module docstring): both legs, each priced by its liquidity."""
+    hs = float(half_spread_bps)
+    return RoundTripCost(
+        entry_spread_bps=hs if entry_aggressive else -hs,
+        entry_fee_bps=taker_fee_bps if entry_aggressive else maker_fee_bps,
+        adverse_bps=0.0 if entry_aggressive else max(0.0, passive_adverse_bps),
+        exit_spread_bps=hs if exit_aggressive else -hs,
+        exit_fee_bps=taker_fee_bps if exit_aggressive else maker_fee_bps,
+        min_edge_bps=min_edge_bps,
+    )
 
 
 class CostGate:
@@ -74,6 +125,7 @@ class CostGate:
         self._lambda = prior_weight * self._prior(abs(typical_strength)) ** 2
         self.skipped_for_cost = 0
         self.allowed = 0
+        self._passive: deque[float] = deque(maxlen=window)  # mid move in our favour after passive fills
 
     @staticmethod
     def _make_prior(mapping: Mapping | None) -> Callable[[float], float]:
@@ -125,21 +177,34 @@ class CostGate:
         """Expected mid move in the signal's direction, bps, for a signal of ``strength``."""
         return self.factor * self._prior(abs(strength))
 
+    def observe_passive_fill(self, mid_move_bps: float) -> None:
+        """The mid's move in the fill's direction, from a passive (maker) fill to the horizon, bps."""
+        if math.isfinite(mid_move_bps):
+            self._passive.append(mid_move_bps)
+
+    @property
+    def passive_adverse_bps(self) -> float:
+        """How far the mid moved against passive fills on average (>= 0; 0 until measured)."""
+        return max(0.0, -sum(self._passive) / len(self._passive)) if self._passive else 0.0
+
+    def round_trip(self, half_spread_bps: float, aggressive: bool) -> RoundTripCost:
+        return round_trip_cost(half_spread_bps=half_spread_bps, entry_aggressive=aggressive,
+                               taker_fee_bps=self.taker_fee_bps, maker_fee_bps=self.maker_fee_bps,
+                               passive_adverse_bps=self.passive_adverse_bps, min_edge_bps=self.min_edge_bps)
+
     def cost_bps(self, half_spread_bps: float, aggressive: bool) -> float:
-        fee = self.taker_fee_bps if aggressive else self.maker_fee_bps
-        return half_spread_bps + fee + self.min_edge_bps
+        return self.round_trip(half_spread_bps, aggressive).total_bps
 
     def allow(self, strength: float, half_spread_bps: float, aggressive: bool) -> tuple[bool, str]:
         """(enter?, reason with the numbers). A refusal counts in ``skipped_for_cost``."""
         exp = self.expected_move_bps(strength)
-        fee = self.taker_fee_bps if aggressive else self.maker_fee_bps
-        need = half_spread_bps + fee + self.min_edge_bps
-        kind = "taker" if aggressive else "maker"
+        cost = self.round_trip(half_spread_bps, aggressive)
+        need = cost.total_bps
         ok = math.isfinite(exp) and math.isfinite(need) and exp > need
         rel = ">" if ok else "<="
         reason = (
-            f"expected move {exp:.3f} bps at strength {strength:.2f} {rel} cost {need:.3f} bps "
-            f"(half-spread {half_spread_bps:.3f} + {kind} fee {fee:.3f} + min_edge {self.min_edge_bps:.3f})"
+            f"expected move {exp:.3f} bps at strength {strength:.2f} {rel} round-trip cost {need:.3f} bps "
+            f"({cost.text()})"
         )
         if ok:
             self.allowed += 1

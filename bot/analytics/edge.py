@@ -13,9 +13,12 @@ bot trades on (``OrderBook`` -> ``SignalEngine`` -> ``Detector``, the call order
 
 Per horizon: ``n``, mean ticks and bps, the standard error of the mean bps (sample std / √n),
 ``t`` = mean/se, the hit rate (share of moves > 0 among the non-zero ones), the mean
-half-spread at the signal (bps) and the break-even fee: ``mean_bps - mean_half_spread_bps``,
-the largest one-way fee at which ``CostGate``'s rule (expected move > half-spread + fee) would
-still have let the average signal through. ``slope_bps_per_z`` is the through-origin least
+half-spread at the signal (bps) and the break-even fee of a round trip priced by the one cost
+model (``bot.analytics.cost.round_trip_cost``: cross in, cross out, the half-spread paid on each
+crossing): ``(mean_bps - round-trip spread) / 2``, the largest fee per side at which the average
+signal's round trip would not lose. It is measured from the signal's mid with no latency, so it
+is an upper bound; ``bot analyze`` also reports the break-even of the engine's own zero-fee
+replay (``bot.analytics.breakeven``), which counts latency, the exit rule and fills as traded. ``slope_bps_per_z`` is the through-origin least
 squares slope of the move on |strength| (a calibration for ``CostGate``'s prior).
 """
 
@@ -28,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from bot.analytics.cost import round_trip_cost
 from bot.config import Settings
 from bot.model import Direction, Trade
 
@@ -58,7 +62,8 @@ def horizon_stats(moves_bps: list[float], moves_ticks: list[float], strengths: l
         "t": _num(mean / se if se and se > 0 else math.nan),
         "hit_rate": _num(float((nz > 0).mean()) if len(nz) else math.nan),
         "mean_half_spread_bps": _num(hs),
-        "break_even_fee_bps": _num(mean - hs),
+        "break_even_fee_bps": _num((mean - round_trip_cost(half_spread_bps=hs, entry_aggressive=True, taker_fee_bps=0.0,
+                                                           maker_fee_bps=0.0).spread_bps) / 2),
         "slope_bps_per_z": _num(float(s @ b) / ss if ss > 0 else math.nan),
     }
 

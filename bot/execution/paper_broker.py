@@ -12,17 +12,25 @@ this module's documented assumptions:
   replay is reproducible and a wall-clock step in a live paper run changes nothing (the
   wall clock only stamps balances).
 * **Marketable orders** (market, or limit crossing the opposite best) walk the visible
-  book level by level at the levels' prices, taker fee. A limit order's remainder rests at
-  its price; a market order's remainder expires (as on Binance). A post-only order that
-  would cross is rejected. The walk does not consume the feed's book: two orders in a row
-  may take the same visible liquidity (the next book update corrects it).
-* **Resting orders** keep a queue position: ``ahead`` = visible size at our price when the
-  order became active. A trade at our price by the opposite aggressor reduces ``ahead``;
-  volume beyond ``ahead`` fills us (maker). A decrease of the level not explained by trades
-  is cancels, assumed spread evenly over the queue, so ``ahead`` shrinks pro rata
-  (``ahead *= 1 - cancelled / level_size``). A trade *through* our price (a sell below our
-  bid) or the opposite best reaching our price fills the whole remainder at our price: the
-  queue at our level must have been cleared for that to happen.
+  book level by level at the levels' prices, taker fee, and *consume* what they take: the
+  broker remembers how much it took from each level (and the size the level showed) until
+  the feed next changes that level's size, so a second order in the same event cannot take
+  it again and a resting remainder cannot trade against it. A limit order's remainder rests
+  at its price; a market order's remainder expires (as on Binance: a market order takes
+  what the book has and the rest expires). A post-only order that would cross is rejected.
+  No fill is ever larger than the size the book showed (less what was already taken).
+* **Resting orders** keep a queue position: ``ahead`` = visible size at our price on our
+  side when the order became active (after its own taking part, if any). A trade at our
+  price by the opposite aggressor reduces ``ahead``; volume beyond ``ahead`` fills us
+  (maker). A decrease of the level not explained by trades is cancels, assumed spread
+  evenly over the queue, so ``ahead`` shrinks pro rata (``ahead *= 1 - cancelled /
+  level_size``), and ``ahead`` never exceeds the level (``ahead = min(ahead, now)``). A
+  trade *through* our price (a sell below our bid) means the queue at our price was gone:
+  ``ahead`` becomes 0 and the trade's volume fills us. One print's volume is shared by all
+  our orders it reaches (best price first, then in placement order), never counted twice.
+  The opposite book reaching our price (the market moving across our order) fills us with
+  the liquidity that crossed, at our price, and consumes it, like a taker would (the
+  emulator's rule).
 * **Balances** are checked and locked at placement (quote for buys incl. the fee, base for
   sells); insufficient funds are rejected with the numbers.
 * Cancels take effect immediately (no cancel latency).
@@ -33,7 +41,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 from typing import Literal, Protocol
@@ -60,6 +68,7 @@ log = get_logger("execution.paper")
 S = OrderStatus
 _BPS = Decimal(10_000)
 _WALK_DEPTH = 1000
+_WALK_FIRST = 8  # levels read before the whole depth
 
 
 class BookView(Protocol):
@@ -83,15 +92,6 @@ def _fmt(x: Decimal) -> str:
     return f"{x.normalize():f}"
 
 
-def _best(book: BookView, side: Side) -> tuple[float, float] | None:
-    """Best level of ``side``'s book (bids for BUY)."""
-    levels = book.top_bids(1) if side is Side.BUY else book.top_asks(1)
-    if not levels:
-        return None
-    p, q = levels[0]
-    return float(p), float(q)
-
-
 @dataclass(slots=True)
 class _Live:
     order: Order
@@ -102,6 +102,11 @@ class _Live:
     ahead: float = 0.0  # visible size ahead of us at our price
     level_size: float = 0.0  # visible size at our price at the last book look
     traded: float = 0.0  # traded at our price since the last book look
+
+
+# (book side, price) -> (size the level showed when we took from it, total we took from it);
+# book side BUY = the bids, SELL = the asks
+_Taken = dict[tuple[Side, float], tuple[float, Decimal]]
 
 
 class PaperBroker:
@@ -142,6 +147,7 @@ class PaperBroker:
         self._live: dict[str, _Live] = {}
         self._fills: list[Fill] = []
         self._book: BookView | None = None
+        self._taken: _Taken = {}  # liquidity consumed from the book until the feed changes the level
         self._queue: deque[Update] = deque()
         self._wakeup: asyncio.Event | None = None
         self._order_seq = 0
@@ -231,7 +237,7 @@ class PaperBroker:
             return None
         left, cost = amount, ZERO
         for p, q in self._book.top_asks(_WALK_DEPTH):
-            take = min(left, _d(q))
+            take = min(left, self._available(Side.SELL, p, q))
             cost += take * _d(p)
             left -= take
             if left <= 0:
@@ -343,15 +349,90 @@ class PaperBroker:
         self._free[fee_ccy] = self._free.get(fee_ccy, ZERO) - fee
         self._locked.setdefault(fee_ccy, ZERO)
 
+    # ------------------------------------------------------------------ liquidity
+
+    def _available(self, book_side: Side, price: float, shown: float) -> Decimal:
+        """What is left at a level that shows ``shown``: the shown size less what we took from
+        it, as long as the feed has not changed the level since."""
+        taken = self._taken.get((book_side, price))
+        if taken is None:
+            return _d(shown)
+        if taken[0] != shown:  # the feed changed the level: its new size is what is there
+            del self._taken[(book_side, price)]
+            return _d(shown)
+        return max(ZERO, _d(shown) - taken[1])
+
+    def _consume(self, book_side: Side, price: float, shown: float, amount: Decimal) -> None:
+        taken = self._taken.get((book_side, price))
+        before = taken[1] if taken is not None and taken[0] == shown else ZERO
+        self._taken[(book_side, price)] = (shown, before + amount)
+
+    def _forget_changed(self, book: BookView) -> None:
+        """Drop what we took from levels the feed has changed since (a new size replaces it)."""
+        for key, (shown, _) in list(self._taken.items()):
+            book_side, price = key
+            now = book.bid_size(price) if book_side is Side.BUY else book.ask_size(price)
+            if float(now) != shown:
+                del self._taken[key]
+
+    @staticmethod
+    def _opposite(book: BookView, side: Side) -> Iterator[tuple[float, float]]:
+        """The levels an order of ``side`` trades against, best first (asks for a buy): the top
+        few first (the book serves them from its cache), deeper ones only if the walk gets there."""
+        top = book.top_asks if side is Side.BUY else book.top_bids
+        first = top(_WALK_FIRST)
+        yield from first
+        if len(first) == _WALK_FIRST:
+            yield from top(_WALK_DEPTH)[_WALK_FIRST:]
+
+    def _best_available(self, book: BookView, side: Side) -> float | None:
+        """The best opposite price for ``side`` with liquidity left after our own takes."""
+        book_side = side.opposite
+        top = book.top_asks(1) if side is Side.BUY else book.top_bids(1)
+        if not top:
+            return None
+        if self._available(book_side, float(top[0][0]), float(top[0][1])) > 0:
+            return float(top[0][0])  # the usual case: the best level is untouched
+        for p, q in self._opposite(book, side):
+            if self._available(book_side, float(p), float(q)) > 0:
+                return float(p)
+        return None
+
     def _crosses(self, order: Order, book: BookView) -> bool:
         if order.type is OrderType.MARKET or order.price is None:
             return True
-        opp = _best(book, order.side.opposite)
+        opp = self._best_available(book, order.side)
         if opp is None:
             return False
-        return (order.side is Side.BUY and _d(opp[0]) <= order.price) or (
-            order.side is Side.SELL and _d(opp[0]) >= order.price
+        return (order.side is Side.BUY and _d(opp) <= order.price) or (
+            order.side is Side.SELL and _d(opp) >= order.price
         )
+
+    def _take(self, live: _Live, book: BookView, ts: int, liq: Liquidity) -> None:
+        """Trade ``live`` against the opposite levels up to its limit (all of them for a market
+        order), taking at most what each level has left, and consume it. A taker pays the
+        levels' prices; a resting order the book moved across (maker) gets its own price."""
+        order = live.order
+        book_side = order.side.opposite
+        for p, q in self._opposite(book, order.side):
+            price = _d(p)
+            if order.price is not None and (
+                (order.side is Side.BUY and price > order.price)
+                or (order.side is Side.SELL and price < order.price)
+            ):
+                break
+            shown = float(q)
+            avail = self._available(book_side, float(p), shown)
+            if liq is Liquidity.MAKER:
+                avail = avail.quantize(self.amount_step, rounding=ROUND_DOWN)
+            amount = min(avail, live.order.remaining)
+            if amount <= 0:
+                continue
+            self._consume(book_side, float(p), shown, amount)
+            at = price if liq is Liquidity.TAKER or order.price is None else order.price
+            self._fill(live, at, amount, liq, ts)
+            if live.order.status is S.FILLED:
+                return
 
     def _activate(self, live: _Live, book: BookView, ts: int) -> None:
         order = live.order
@@ -363,23 +444,16 @@ class PaperBroker:
         live.order = self._set(dataclasses.replace(order, status=S.ACKED))
         self._emit(OrderEvent(order.client_id, S.ACKED, ts, exchange_id=order.exchange_id))
         if self._crosses(order, book):
-            levels = book.top_asks(_WALK_DEPTH) if order.side is Side.BUY else book.top_bids(_WALK_DEPTH)
-            for p, q in levels:
-                price = _d(p)
-                if order.price is not None and (
-                    (order.side is Side.BUY and price > order.price)
-                    or (order.side is Side.SELL and price < order.price)
-                ):
-                    break
-                self._fill(live, price, _d(q), Liquidity.TAKER, ts)
-                if live.order.status is S.FILLED:
-                    return
+            self._take(live, book, ts, Liquidity.TAKER)
+            if live.order.status is S.FILLED:
+                return
             if order.type is OrderType.MARKET or order.price is None:
                 self._emit(
                     OrderEvent(order.client_id, S.EXPIRED, ts, live.order.filled, reason="book exhausted")
                 )
                 self._finish(live, S.EXPIRED, ts, "book exhausted")
                 return
+        # the remainder rests behind what our side of the book shows at our price
         assert live.order.price is not None
         size = self._level(book, live.order.side, float(live.order.price))
         live.ahead = size
@@ -403,6 +477,8 @@ class PaperBroker:
         self._book = book
         if ts > self._event_ms:
             self._event_ms = ts
+        if self._taken:
+            self._forget_changed(book)
         self._activate_due(ts)
         for live in list(self._live.values()):
             if not live.active or live.order.price is None:
@@ -415,37 +491,55 @@ class PaperBroker:
             live.ahead = min(live.ahead, now)
             live.level_size = now
             live.traded = 0.0
-            opp = _best(book, live.order.side.opposite)
-            if opp is not None and (
-                (live.order.side is Side.BUY and opp[0] <= price)
-                or (live.order.side is Side.SELL and opp[0] >= price)
-            ):
-                self._fill(live, live.order.price, live.order.remaining, Liquidity.MAKER, ts)
+            top = book.top_asks(1) if live.order.side is Side.BUY else book.top_bids(1)
+            if top and (
+                (live.order.side is Side.BUY and top[0][0] <= price)
+                or (live.order.side is Side.SELL and top[0][0] >= price)
+            ):  # the market moved across us: we trade with what crossed and is not taken yet
+                self._take(live, book, ts, Liquidity.MAKER)
         return list(self._queue)[start:]
 
     def on_trade(self, trade: Trade) -> list[Update]:
-        """Call for every print on the tape."""
+        """Call for every print on the tape.
+
+        The print's volume is what an aggressor traded; had our orders been in the book, it
+        would have met them first where they are better than its price (through: the queue
+        at our price was gone) and after the queue ahead of us where they are at its price.
+        So it fills our orders it reaches best price first, then in placement order, and one
+        print never fills more than its own volume beyond the queue ahead.
+        """
         start = len(self._queue)
         if trade.ts > self._event_ms:
             self._event_ms = trade.ts
         self._activate_due(trade.ts)
-        for live in list(self._live.values()):
+        reached: list[_Live] = []
+        for live in self._live.values():
             order = live.order
             if not live.active or order.price is None or trade.side is order.side:
                 continue
             price = float(order.price)
-            through = trade.price < price if order.side is Side.BUY else trade.price > price
-            if through:
-                self._fill(live, order.price, order.remaining, Liquidity.MAKER, trade.ts)
+            if trade.price < price if order.side is Side.BUY else trade.price > price:
+                live.ahead = 0.0  # traded through: everything at our price went
+                reached.append(live)
             elif trade.price == price:
                 live.traded += trade.amount
-                beyond = trade.amount - live.ahead
-                live.ahead = max(0.0, live.ahead - trade.amount)
-                part = (
-                    Decimal(repr(beyond)).quantize(self.amount_step, rounding=ROUND_DOWN)
-                    if beyond > 0
-                    else ZERO
-                )
-                if part > 0:
-                    self._fill(live, order.price, part, Liquidity.MAKER, trade.ts)
+                reached.append(live)
+        if not reached:
+            return list(self._queue)[start:]  # activations of this event, if any
+        # a sell aggressor meets our bids highest first, a buy aggressor our asks lowest first;
+        # the sort is stable, so placement order within a price
+        reached.sort(key=lambda lv: lv.order.price or ZERO, reverse=trade.side is Side.SELL)
+        used = ZERO  # of this print's volume, what our orders got
+        for live in reached:
+            order = live.order
+            assert order.price is not None  # only limit orders rest
+            beyond = trade.amount - live.ahead
+            live.ahead = max(0.0, live.ahead - trade.amount)
+            if beyond <= 0:
+                continue
+            part = Decimal(repr(beyond)).quantize(self.amount_step, rounding=ROUND_DOWN) - used
+            part = min(part, order.remaining)
+            if part > 0:
+                used += part
+                self._fill(live, order.price, part, Liquidity.MAKER, trade.ts)
         return list(self._queue)[start:]

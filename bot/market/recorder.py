@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
+import re
 import time
 import zlib
 from collections.abc import Iterator
@@ -54,6 +56,8 @@ _INF = math.inf
 _SIDES = {"buy": Side.BUY, "sell": Side.SELL}
 _SIZE = itemgetter(1)
 _FLOAT_ONLY = {float}  # ints (converted) and bools (rejected) take the slow path
+_SYMBOL = re.compile(r"[A-Za-z0-9]{1,20}/[A-Za-z0-9]{1,20}(?::[A-Za-z0-9]{1,20})?")  # header symbol
+_EXCHANGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # header exchange id
 
 
 class RecordingError(ValueError):
@@ -214,7 +218,13 @@ def parse_event(d: Any) -> MarketEvent | RecordingHeader:
         tick = d.get("tick")
         if tick is not None:
             tick = _number(d, "tick", True, MAX_PRICE)
-        return RecordingHeader(str(d.get("exchange") or ""), str(d.get("symbol") or ""), tick, fmt)
+        symbol = d.get("symbol") or ""
+        if symbol and not (type(symbol) is str and _SYMBOL.fullmatch(symbol)):
+            raise _Bad(f"header 'symbol' must look like BASE/QUOTE, e.g. BTC/USDT, got {symbol!r}"[:200])
+        exchange = d.get("exchange") or ""
+        if exchange and not (type(exchange) is str and _EXCHANGE.fullmatch(exchange)):
+            raise _Bad(f"header 'exchange' must be an exchange id like binance, got {exchange!r}"[:200])
+        return RecordingHeader(exchange, symbol, tick, fmt)
     raise _Bad(f"unknown line type {t!r}")
 
 
@@ -436,6 +446,14 @@ class RecordingWriter:
 
     def _open(self, path: Path) -> _Out:
         path.parent.mkdir(parents=True, exist_ok=True)
+        # owner-only (0600), whatever the umask: a recording shows what this account watched
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+        except OSError:  # not ours to change (another owner's file we may still write)
+            pass
+        finally:
+            os.close(fd)
         fh = cast(IO[bytes], gzip.open(path, "wb", compresslevel=6)) if _is_gz(path) else open(path, "wb")
         out = _Out(path, fh)
         self.files.append(path)

@@ -6,14 +6,20 @@ the top-``levels`` view after every book event in numpy arrays, and does everyth
 vectorised: per-event OFI (:func:`bot.signals.ofi.cks_e_array`), per-interval sums
 (``np.bincount``), and OLS with intercept (``np.linalg.lstsq``).
 
-Definitions (DESIGN.md, "bot analyze --json"): bucket = floor(ts / interval); a book event is
-one delta line, OFI compares the levels before and after it; a snapshot contributes no OFI;
-events before the first snapshot are ignored; the mid change of a bucket is the mid after its
-last event (in arrival order) minus the mid after the previous non-empty bucket's last event,
-so the bucket of the first snapshot gives no row; empty buckets are left out; the tick comes
-from the header, else from the smallest price increment seen; TFI is buy minus sell aggressor
-volume; ``hit_rate_next`` is the share of rows k whose OFI sign equals the sign of the mid
-change of bucket k+1, among pairs where bucket k+1 is a row and both are non-zero.
+Definitions (DESIGN.md, "bot analyze --json"): bucket = floor(ts / interval), every event
+(book or trade) by its own ``ts``, whatever its arrival position (the book and trade streams
+step back a few ms against each other); a book event is one delta line, OFI compares the
+levels before and after it; a snapshot contributes no OFI (it only resets the book); buckets
+before the first snapshot's bucket are left out. The mid of a bucket is the book *as of the
+bucket's end*: the mid after the last book event (arrival order) whose ts is in the bucket; a
+trade never sets it (a trade stamped in bucket k that arrives after bucket k+1's first delta
+would otherwise carry k+1's book into k), and a bucket with trades only carries the previous
+bucket's mid forward. The mid change of a bucket is its mid minus the previous non-empty
+bucket's mid, in ticks, so the bucket of the first snapshot gives no row; empty buckets are
+left out; the tick comes from the header, else from the smallest price increment seen; TFI is
+buy minus sell aggressor volume; ``hit_rate_next`` is the share of rows k whose OFI sign
+equals the sign of the mid change of bucket k+1, among pairs where bucket k+1 is a row and
+both are non-zero.
 """
 
 from __future__ import annotations
@@ -40,16 +46,21 @@ PLOT_MISSING = "--plot needs matplotlib, which is not installed; install the opt
 
 @dataclass
 class EventArrays:
-    """One row per event from the first snapshot on, in arrival order."""
+    """One row per event in arrival order: book events from the first snapshot on, every trade.
+
+    A trade that arrives before the first snapshot is kept: it belongs to the bucket of its own
+    ``ts``, and :func:`bucketize` leaves out the buckets before the first snapshot's bucket.
+    """
 
     ts: IntArray
     kind: npt.NDArray[np.int8]
     ofi: FloatArray  # (n, levels) per-level OFI of the event (0 for snapshots and trades)
     tfi: FloatArray  # signed aggressor volume (0 for book events)
-    mid: FloatArray  # mid after the event (nan when the book is not usable)
+    mid: FloatArray  # mid after a book event (nan when the book is not usable; nan for trades)
     tick: float
     levels: int
     symbol: str = ""
+    start_ts: int = -1  # ts of the first snapshot (arrival order); -1 when there is none
 
 
 def _infer_tick(prices: FloatArray) -> float:
@@ -89,20 +100,20 @@ def extract(
     view: tuple[list[float], list[float], list[float], list[float]] = (empty_bid, empty_bid, empty_ask_p, empty_bid)
     healthy = False
     started = False
+    start_ts = -1
     count = 0
     for ev in events:
         count += 1
         if progress is not None and count % 20_000 == 0:
             progress(count)
         if isinstance(ev, Trade):
-            if not started:
-                continue
             ts_l.append(ev.ts)
             kind_l.append(KIND_TRADE)
             tfi_l.append(ev.amount if ev.side is Side.BUY else -ev.amount)
         else:
             if isinstance(ev, BookSnapshot):
-                started = True
+                if not started:
+                    started, start_ts = True, ev.ts
                 k = KIND_SNAPSHOT
             elif isinstance(ev, BookDelta):
                 if not started:
@@ -152,7 +163,8 @@ def extract(
         valid = (kind[cur] == KIND_DELTA) & ok[cur] & ok[prev]
         ofi[cur] = np.where(valid[:, None], e, 0.0)
     with np.errstate(invalid="ignore"):
-        mid = np.where(ok & np.isfinite(ap[:, 0]) & (bp[:, 0] > 0), (bp[:, 0] + ap[:, 0]) * 0.5, np.nan)
+        usable = ok & (kind != KIND_TRADE) & np.isfinite(ap[:, 0]) & (bp[:, 0] > 0)
+        mid = np.where(usable, (bp[:, 0] + ap[:, 0]) * 0.5, np.nan)
     if tick is None:
         tick = _infer_tick(np.array(seen_prices, dtype=np.float64)) if seen_prices else math.nan
     return EventArrays(
@@ -164,6 +176,7 @@ def extract(
         tick=float(tick),
         levels=L,
         symbol=symbol,
+        start_ts=start_ts,
     )
 
 
@@ -180,30 +193,40 @@ def read_events(path: Path, levels: int, progress: Callable[[int], None] | None 
 
 @dataclass
 class Buckets:
-    """Per-interval sums over the non-empty buckets from the first snapshot on (sorted by bucket)."""
+    """Per-interval sums over the non-empty buckets from the first snapshot's bucket on (sorted by bucket)."""
 
     interval_ms: int
     bucket: IntArray
     ofi: FloatArray
     mlofi: FloatArray  # (n, levels)
     tfi: FloatArray
-    mid: FloatArray  # mid after the bucket's last event
+    mid: FloatArray  # the book as of the bucket's end: mid after its last book event, else carried forward
     dmid_ticks: FloatArray  # nan where not a row
     row: npt.NDArray[np.bool_]  # bucket enters the regression
 
 
 def bucketize(ev: EventArrays, interval_ms: int) -> Buckets:
+    """Per-bucket sums and the bucket mid (the book as of the bucket's end; see the module docstring)."""
     b = ev.ts // interval_ms
-    keys, inv = np.unique(b, return_inverse=True)
+    # every event by its own ts; the buckets before the first snapshot's bucket are left out
+    idx = np.flatnonzero(b >= ev.start_ts // interval_ms) if ev.start_ts >= 0 else np.zeros(0, dtype=np.int64)
+    keys, inv = np.unique(b[idx], return_inverse=True)
+    inv = inv.reshape(-1)
     m = len(keys)
-    ofi = np.bincount(inv, weights=ev.ofi[:, 0], minlength=m) if m else np.zeros(0)
-    mlofi = np.stack([np.bincount(inv, weights=ev.ofi[:, j], minlength=m) for j in range(ev.levels)], axis=1) if m else np.zeros((0, ev.levels))
-    tfi = np.bincount(inv, weights=ev.tfi, minlength=m) if m else np.zeros(0)
-    last = np.zeros(m, dtype=np.int64)
+    ofi = np.bincount(inv, weights=ev.ofi[idx, 0], minlength=m) if m else np.zeros(0)
+    mlofi = np.stack([np.bincount(inv, weights=ev.ofi[idx, j], minlength=m) for j in range(ev.levels)], axis=1) if m else np.zeros((0, ev.levels))
+    tfi = np.bincount(inv, weights=ev.tfi[idx], minlength=m) if m else np.zeros(0)
+    mid = np.full(m, np.nan)
     if m:
-        # index of the last event (arrival order) of every bucket
-        np.maximum.at(last, inv, np.arange(len(inv), dtype=np.int64))
-    mid = ev.mid[last] if m else np.zeros(0)
+        # the last *book* event (arrival order) whose ts is in the bucket; a trade never sets the
+        # mid, so a late trade of bucket k cannot carry bucket k+1's book into k
+        book = ev.kind[idx] != KIND_TRADE
+        last = np.full(m, -1, dtype=np.int64)
+        np.maximum.at(last, inv[book], idx[book])
+        # buckets with trades only carry the previous bucket's mid forward (nan included)
+        src = np.maximum.accumulate(np.where(last >= 0, np.arange(m, dtype=np.int64), -1))
+        has = src >= 0
+        mid[has] = ev.mid[last[src[has]]]
     dmid = np.full(m, np.nan)
     if m > 1:
         dmid[1:] = (mid[1:] - mid[:-1]) / ev.tick
@@ -433,8 +456,13 @@ def render_table(path: Path, ev: EventArrays, results: list[IntervalResult]) -> 
     return table
 
 
-def run_cli(recording: Path, interval: str, levels: int, as_json: bool, plot: Path | None) -> int:
-    """The body of ``bot analyze``; returns the exit code (2 for usage errors)."""
+def run_cli(recording: Path, interval: str, levels: int, as_json: bool, plot: Path | None,
+            settings: Any = None) -> int:
+    """The body of ``bot analyze``; returns the exit code (2 for usage errors).
+
+    ``settings`` (``--config``): the strategy whose signal edge and zero-fee replay break-even are
+    reported; defaults with ``--levels`` when None.
+    """
     import json
     import sys
 
@@ -476,21 +504,30 @@ def run_cli(recording: Path, interval: str, levels: int, as_json: bool, plot: Pa
         except Exception as exc:
             err.print(f"{recording}: cannot read recording: {exc}", markup=False, highlight=False)
             return 1
-    if len(ev.ts) == 0:
+    if ev.start_ts < 0:
         err.print(f"{recording}: no book snapshot in the recording, nothing to analyze", markup=False, highlight=False)
         return 1
     results = analyze_events(ev, intervals)
-    # signal edge (bot.analytics.edge): the mid move after the detector's entries, default settings
+    # signal edge (bot.analytics.edge): the mid move after the detector's entries; and the break-even
+    # fee of the engine's own zero-fee replay (bot.analytics.breakeven): the number to decide on
+    import asyncio
+
+    from bot.analytics.breakeven import replay_break_even
     from bot.analytics.edge import render_edge_table, signal_edge
     from bot.config import Settings, SignalSettings
+    from bot.logging import configure_logging
 
+    if settings is None:
+        settings = Settings(signals=SignalSettings(levels=levels))
     try:
-        edge = signal_edge(recording, Settings(signals=SignalSettings(levels=levels)))
+        edge = signal_edge(recording, settings)
+        configure_logging("error", stream=sys.stderr)  # the replay's decisions are not analyze's output
+        be = asyncio.run(replay_break_even(recording, settings))
     except Exception as exc:
         err.print(f"{recording}: cannot measure the signal edge: {exc}", markup=False, highlight=False)
         return 1
     if as_json:
-        objs = [{**r.to_json(), "edge": edge} for r in results]
+        objs = [{**r.to_json(), "edge": edge, "break_even": be} for r in results]
         sys.stdout.write(json.dumps(objs[0] if len(objs) == 1 else objs) + "\n")
     else:
         out = Console()
@@ -498,11 +535,16 @@ def run_cli(recording: Path, interval: str, levels: int, as_json: bool, plot: Pa
             out = Console(width=140)
         out.print(render_table(recording, ev, results))
         out.print(render_edge_table(edge))
+        fee = be["break_even_fee_bps"]
+        out.print(
+            f"zero-fee replay of this config: {be['fills']} fills, {be['round_trips']} round trips, gross PnL "
+            f"{be['gross_pnl']} on {be['notional']} notional -> break-even fee "
+            + (f"{fee:.3f} bps per side" if fee is not None else "n/a (no fills)"),
+            markup=False, highlight=False,
+        )
     if plot is not None:
-        from bot.config import Settings, SignalSettings
-
         try:
-            plot_analysis(recording, results, plot, Settings(signals=SignalSettings(levels=levels)))
+            plot_analysis(recording, results, plot, settings)
         except RuntimeError as exc:
             err.print(str(exc), markup=False, highlight=False)
             return 1

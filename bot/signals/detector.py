@@ -1,11 +1,11 @@
-"""The imbalance detector: combined z-score -> entry/exit ``ImbalanceSignal`` with persistence and hysteresis.
+"""The imbalance detector: combined score -> entry/exit ``ImbalanceSignal`` with persistence and hysteresis.
 
-Why persistence and hysteresis: a single z-score crossing is mostly noise (one big market
+Why persistence and hysteresis: a single threshold crossing is mostly noise (one big market
 order). Requiring ``persistence`` consecutive evaluation steps beyond ``entry_z`` filters
 one-off spikes, and leaving only when the score falls under ``exit_z`` (< ``entry_z``) keeps the
 detector from flapping around the threshold and churning orders (and fees).
 
-The detector does not compute signals: it pulls the latest component z-scores from a
+The detector does not compute signals: it pulls the latest component scores from a
 ``source(ts)`` callable (the ``SignalEngine``), which returns a mapping with at least
 ``"combined"`` when a new evaluation step has closed, and ``None`` otherwise. That keeps the
 decision logic testable on hand-written sequences.
@@ -27,7 +27,7 @@ Sink = Callable[[ImbalanceSignal], None]
 
 
 class Detector:
-    """Threshold + persistence + hysteresis on the ``combined`` z-score."""
+    """Threshold + persistence + hysteresis on the ``combined`` score (signed like the flow; see normalize)."""
 
     def __init__(
         self,

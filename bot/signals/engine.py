@@ -3,7 +3,7 @@
 Why one object per symbol: the hot path (a book delta or a trade every few hundred µs) must
 be cheap, so the per-event work is only the OFI of the new top-of-book view and a few float
 additions into the open time slot. Everything else - rolling-window sums, depth imbalance,
-microprice, absorption, EWMA z-scores, the combined score - is computed once per evaluation
+microprice, absorption, the scale-normalised scores, the combined score - is computed once per evaluation
 step (``step_ms``, default 1 s of event time) when a slot closes. The detector then
 decides on complete, grid-aligned windows, which makes live and replay decide identically.
 
@@ -28,15 +28,28 @@ from bot.model import BookSnapshot, ImbalanceSignal, MarketEvent, Side, Trade
 from bot.signals.book_imbalance import depth_imbalance, microprice, queue_imbalance
 from bot.signals.detector import Detector, Sink
 from bot.signals.flow import VolumeBuckets, absorption_score
-from bot.signals.normalize import EwmaZ, RingBuffer, RollingSums, SlotClock, alpha_from_halflife
+from bot.signals.normalize import EwmaScale, RingBuffer, RollingSums, SlotClock, alpha_from_halflife
 from bot.signals.ofi import OfiTracker
 
 # slot row layout
 _OFI, _TFI, _BUY, _SELL, _NTR, _LVL = 0, 1, 2, 3, 4, 5
 
-Z_CLIP = 6.0  # component z-scores are clipped to +-Z_CLIP in the combination
+Z_CLIP = 6.0  # component scores are clipped to +-Z_CLIP in the combination
 
 DEFAULT_WEIGHTS: dict[str, float] = {"ofi": 1.0, "mlofi": 1.0, "tfi": 1.0, "imbalance": 1.0}
+COMPONENTS = ("ofi", "mlofi", "tfi", "imbalance")
+
+
+def combine(scores: Mapping[str, float], weights: Mapping[str, float]) -> float:
+    """The combined flow: ``sum(w_k * clip(score_k, +-Z_CLIP)) / sum(|w_k|)`` over ``scores``.
+
+    The scores are scale-normalised signed flows (each with the sign of its raw value), so
+    this is the weighted sum of the flows in units of their typical size; the clip keeps one
+    heavy-tailed component (a block trade) from carrying it alone. The detector's ``combined``
+    is this divided by its own RMS: a positive number, so the sign is this one's.
+    """
+    wsum = sum(abs(w) for w in weights.values()) or 1.0
+    return sum(weights.get(k, 0.0) * max(-Z_CLIP, min(Z_CLIP, v)) for k, v in scores.items()) / wsum
 
 
 class BookView(Protocol):
@@ -74,7 +87,7 @@ class SignalEngine:
         self.weights = dict(weights or DEFAULT_WEIGHTS)
         self.warmup_steps = math.ceil((warmup_s if warmup_s is not None else max(60.0, 3 * sig.window)) * 1000 / step_ms)
         alpha = alpha_from_halflife(sig.halflife * 1000, step_ms)
-        self._z = {k: EwmaZ(alpha) for k in ("ofi", "mlofi", "tfi", "imbalance", "combined")}
+        self._z = {k: EwmaScale(alpha) for k in (*COMPONENTS, "combined")}
         self._depth_alpha = alpha
         self._depth_mean = 0.0
 
@@ -152,7 +165,7 @@ class SignalEngine:
         if self.vbuckets is not None:
             self.vbuckets.add(amt, trade.side is Side.BUY)
         if self._tap_ms is not None:
-            self._tap_event(ts, self._mid(), None, amt if trade.side is Side.BUY else -amt)
+            self._tap_event(ts, math.nan, None, amt if trade.side is Side.BUY else -amt, book=False)
 
     def update(self, ts: int) -> ImbalanceSignal | None:
         """Same as ``detector.update(ts)``."""
@@ -183,7 +196,7 @@ class SignalEngine:
         self._evaluate(mid)
 
     def _evaluate(self, mid: float) -> None:
-        """Window values, z-scores and the combined score at a slot close."""
+        """Window values, their scaled scores and the combined score at a slot close."""
         s = self.roll.sums()
         L = self.levels
         bids, asks = self._bids, self._asks
@@ -211,18 +224,19 @@ class SignalEngine:
         start_mid = float(self._mids.oldest()[0]) if len(self._mids) else math.nan
         move_ticks = (mid - start_mid) / tick
         z = self._z
+        ofi_scale, ml_scale, tfi_scale = z["ofi"].rms, z["mlofi"].rms, z["tfi"].rms
+        imb_scale, comb_scale = z["imbalance"].rms, z["combined"].rms
         z_ofi = z["ofi"].update(s[_OFI])
         z_ml = z["mlofi"].update(mlofi)
         z_tfi = z["tfi"].update(s[_TFI])
         z_imb = z["imbalance"].update(di)
-        zs = {"ofi": z_ofi, "mlofi": z_ml, "tfi": z_tfi, "imbalance": z_imb}
-        wsum = sum(abs(w) for w in self.weights.values()) or 1.0
-        # clipped so one heavy-tailed component (a block trade) cannot carry the score alone
-        raw = sum(self.weights.get(k, 0.0) * max(-Z_CLIP, min(Z_CLIP, v)) for k, v in zs.items()) / wsum
+        raw = combine({"ofi": z_ofi, "mlofi": z_ml, "tfi": z_tfi, "imbalance": z_imb}, self.weights)
         self.steps += 1
-        # the components' own baselines need history first: their early z-scores are
-        # meaningless and would inflate the combined score's variance for a whole half-life
-        combined = z["combined"].update(raw) if self.steps > self.warmup_steps // 2 else 0.0
+        # the components' own scales need history first: their early scores are meaningless
+        # and would inflate the combined score's scale for a whole half-life, so it learns
+        # only from the second half of the warm-up (before that: scored, not learnt)
+        zc = z["combined"]
+        combined = zc.update(raw) if self.steps > self.warmup_steps // 2 else zc.score(raw)
         window_s = self.window_ms / 1000.0
         if self.vbuckets is None and self.steps == self.warmup_steps and self.volume > 0:
             # volume clock: a bucket is a tenth of the typical window volume seen in warm-up
@@ -246,6 +260,13 @@ class SignalEngine:
             "intensity": s[_NTR] / window_s,
             "volume_imbalance": self.vbuckets.last if self.vbuckets is not None else 0.0,
             "combined_raw": raw,
+            # the scales each score was measured against (before this step's value was learnt):
+            # raw / scale is the score, so a reviewer can recompute every number from the row
+            "ofi_scale": ofi_scale,
+            "mlofi_scale": ml_scale,
+            "tfi_scale": tfi_scale,
+            "imbalance_scale": imb_scale,
+            "combined_scale": comb_scale,
         }
         if self.steps > self.warmup_steps:
             self._pending = self.values
@@ -266,7 +287,7 @@ class SignalEngine:
         return self.steps > self.warmup_steps
 
     def snapshot(self) -> dict[str, float]:
-        """Current values and z-scores (status endpoint, sampled rows); empty before the first step."""
+        """Current values and scaled scores (status endpoint, sampled rows); empty before the first step."""
         out = dict(self.values)
         out["cvd"] = self.cvd
         out["state"] = float(int(self.detector.state))
@@ -274,7 +295,8 @@ class SignalEngine:
 
     # ------------------------------------------------------------------ research tap
 
-    def _tap_event(self, ts: int, mid: float, levels: list[float] | None = None, tfi: float = 0.0) -> None:
+    def _tap_event(self, ts: int, mid: float, levels: list[float] | None = None, tfi: float = 0.0,
+                   book: bool = True) -> None:
         assert self._tap_ms is not None
         k = ts // self._tap_ms
         row = self._tap.get(k)
@@ -285,7 +307,8 @@ class SignalEngine:
             for i in range(self.levels):
                 row[3 + i] += levels[i]
         row[1] += tfi
-        row[2] = mid
+        if book:
+            row[2] = mid  # book events only: a bucket's mid is the book as of its end, never a trade's
 
     def bucket_sums(self) -> dict[str, Any]:
         """Per-bucket sums seen by the streaming path: bucket ids, ofi, tfi, mid at end, per-level OFI."""
@@ -293,6 +316,10 @@ class SignalEngine:
 
         keys = sorted(self._tap)
         arr = np.array([self._tap[k] for k in keys], dtype=np.float64).reshape(len(keys), 3 + self.levels)
+        # a bucket with trades only carries the previous bucket's mid forward (bot analyze's rule)
+        for i in range(1, len(keys)):
+            if math.isnan(arr[i, 2]):
+                arr[i, 2] = arr[i - 1, 2]
         return {
             "bucket": np.array(keys, dtype=np.int64),
             "ofi": arr[:, 0],

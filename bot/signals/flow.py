@@ -44,6 +44,21 @@ class VolumeBuckets:
 
     def add(self, amount: float, is_buy: bool) -> None:
         v = self.bucket_volume
+        room = v - self._buy - self._sell
+        if amount > room + 2 * v:
+            # A trade many buckets long (a big print on a quiet market's small bucket): close the open
+            # bucket, then the whole buckets in one step (each all one side), not one loop turn each.
+            self.add(room, is_buy)
+            amount -= room
+            whole = int(amount // v)
+            amount -= whole * v
+            if amount >= v * (1.0 - 1e-9):  # float residue of an exact multiple
+                whole, amount = whole + 1, 0.0
+            elif amount <= v * 1e-9:
+                amount = 0.0
+            if whole > 0:
+                self.completed += whole
+                self.last = 1.0 if is_buy else -1.0
         while amount > 0.0:
             room = v - self._buy - self._sell
             take = amount if amount < room else room

@@ -1,9 +1,13 @@
 """Normalisation and rolling windows for the streaming signals.
 
-Why EWMA z-scores: a raw OFI of 5 BTC means something different in a quiet Sunday book and in
-a news spike. Dividing by an exponentially weighted standard deviation puts every signal in
-standard deviations, so ``entry_z = 2`` means the same thing in every regime, and the
-half-life lets the baseline follow the market without a fixed look-back table.
+Why a scale and not a z-score: a raw OFI of 5 BTC means something different in a quiet Sunday
+book and in a news spike, so every signal is divided by its typical size, an exponentially
+weighted RMS (root mean square) of the recent values, and ``entry_z = 2`` means "twice the
+usual magnitude" in every regime; the half-life lets the scale follow the market. The flow
+signals are signed with a natural zero (buying minus selling), so nothing is subtracted: a
+z-score against an adaptive *mean* drifted up during a burst of buying, and continued but
+weaker buying then scored negative - the bot sold into buy pressure (issue "Exact numbers",
+item 6). Divided by a positive scale, every score has the sign of its raw value.
 
 Why time slots instead of a per-event deque: a rolling time window over a tape of thousands
 of events per second would push and pop one entry per event. Here the window is cut into
@@ -30,64 +34,76 @@ def alpha_from_halflife(halflife: float, step: float) -> float:
     return 1.0 - math.pow(0.5, step / halflife)
 
 
-# Outlier rejection of the baseline (see EwmaZ): beyond REJECT standard deviations a value is
-# scored but not learnt from, for at most MAX_SKIP consecutive updates (then the baseline
-# accepts again, so a lasting change of level is adopted within MAX_SKIP steps).
+# Outlier rejection of the scale (see EwmaScale): beyond REJECT times the scale a value is
+# scored but not learnt from, for at most MAX_SKIP consecutive updates; then one is learnt and
+# the scale grows, so a lasting change of magnitude is adopted (about ten half-lives for a
+# 20-fold one; tests/unit/test_signals_normalize.py).
 REJECT = 3.0
 MAX_SKIP = 60
+WARM = 30  # values learnt before the rejection applies
+_TINY = 5e-324  # the smallest float: a non-zero value far below the scale keeps its sign
 
 
-class EwmaZ:
-    """Exponentially weighted mean and variance of a stream, and the z-score of each new value.
+class EwmaScale:
+    """Exponentially weighted RMS of a signed stream, and each new value in units of it.
 
-    ``update(x)`` returns the z-score of ``x`` against the baseline *before* ``x`` is added, so
-    a jump is measured against the past and not diluted by itself. Early on the weight is
-    ``max(alpha, 1/n)``: a plain running mean/variance until the EWMA has enough history, which
-    avoids the huge z-scores a zero-initialised variance would give.
+    ``update(x)`` returns ``x / rms`` with the RMS *before* ``x`` is added, so a jump is
+    measured against the past and not diluted by itself; the RMS is then updated with weight
+    ``max(alpha, 1/n)`` (a plain running mean of ``x²`` until the EWMA has enough history).
+    The score has the sign of ``x``, always: the scale is positive, a quotient that underflows
+    is kept at the smallest float of ``x``'s sign, and before any scale exists (no non-zero
+    value learnt yet) the score is ``sign(x)`` (the value in units of itself). A value whose
+    square is not finite (NaN, inf, beyond 1e154) is scored but never learnt.
 
     Why outliers are not learnt from: the signals are rolling-window sums sampled every step, so
-    one pressure episode gives tens of consecutive, correlated values at 5-8 sigma. Learning from
-    them multiplied the variance (the std tripled after one 25 s episode), and every later
-    episode then scored ~2 sigma: on the synthetic market the detector caught 4 of 68 episodes at
-    entry_z 3. Once the baseline has 30 values, a value beyond ``REJECT`` sigma is scored but
-    skipped, for at most ``MAX_SKIP`` consecutive updates; with it, 68 of 68 were caught, 4 s into
-    the episode (median), for 2.1 false entries per hour on noise instead of 1.6
-    (``python -m bench.detector``; docs/signals.md).
+    one pressure episode gives tens of consecutive, correlated values at 5-8 times the usual
+    size. Learning from them multiplied the spread (the z-scores' std, used before this scale,
+    tripled after one 25 s episode) and every later episode then scored ~2: on the synthetic
+    market the detector caught 4 of 68 episodes at entry_z 3. Once the scale has ``WARM`` values, a value beyond ``REJECT`` times the scale
+    is scored but skipped, for at most ``MAX_SKIP`` consecutive updates (``python -m
+    bench.detector``; docs/signals.md). With a scale instead of a mean this cannot flip a sign:
+    it only decides how large the scores of an episode are.
     """
 
-    __slots__ = ("alpha", "mean", "n", "skipped", "var")
+    __slots__ = ("alpha", "ms", "n", "rms", "skipped")
 
     def __init__(self, alpha: float) -> None:
         if not 0.0 < alpha <= 1.0:
             raise ValueError(f"alpha must be in (0, 1] (got {alpha})")
         self.alpha = alpha
         self.skipped = 0
-        self.mean = 0.0
-        self.var = 0.0
+        self.ms = 0.0  # EWMA of x²
+        self.rms = 0.0  # sqrt(ms), kept so a score is one division
         self.n = 0
 
-    def zscore(self, x: float) -> float:
-        """z of ``x`` against the current baseline, without updating it (0 when no spread yet)."""
-        if self.var <= 0.0:
-            return 0.0
-        return (x - self.mean) / math.sqrt(self.var)
+    def score(self, x: float) -> float:
+        """``x`` in units of the current scale, without updating it; the sign of ``x`` always."""
+        rms = self.rms
+        if rms > 0.0:
+            s = x / rms
+            if s == 0.0 and x != 0.0:
+                return math.copysign(_TINY, x)
+            return s
+        if x > 0.0:
+            return 1.0
+        if x < 0.0:
+            return -1.0
+        return x  # 0.0, -0.0 or NaN
 
     def update(self, x: float) -> float:
-        z = self.zscore(x)
-        if self.n > 30 and abs(z) > REJECT and self.skipped < MAX_SKIP:
+        s = self.score(x)
+        if self.n > WARM and abs(s) > REJECT and self.skipped < MAX_SKIP:
             self.skipped += 1
-            return z
+            return s
+        x2 = x * x
+        if not math.isfinite(x2):
+            return s
         self.skipped = 0
         self.n += 1
         a = max(self.alpha, 1.0 / self.n)
-        d = x - self.mean
-        self.mean += a * d
-        self.var = (1.0 - a) * (self.var + a * d * d)
-        return z
-
-    @property
-    def std(self) -> float:
-        return math.sqrt(self.var) if self.var > 0 else 0.0
+        self.ms += a * (x2 - self.ms)
+        self.rms = math.sqrt(self.ms) if self.ms > 0.0 else 0.0
+        return s
 
 
 class RingBuffer:

@@ -14,6 +14,7 @@ developers who run ``alembic revision --autogenerate``.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Coroutine
 from pathlib import Path
@@ -51,10 +52,67 @@ def is_sqlite(url: str) -> bool:
     return make_url(normalize_url(url)).get_backend_name() == "sqlite"
 
 
+def create_private_sqlite_file(url: str) -> None:
+    """Create a new SQLite database file as 0600 (owner only), whatever the umask.
+
+    The file holds orders, fills and PnL; SQLite itself would create it with the process umask
+    (0644 outside systemd). Its ``-wal``/``-shm`` files take the database file's permissions.
+    An existing file, an in-memory database or a ``file:`` URI is left alone, and a missing
+    directory is left for SQLite to report.
+    """
+    u = make_url(normalize_url(url))
+    path = u.database
+    if not path or path == ":memory:" or path.startswith("file:") or u.query.get("uri"):
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:  # exists already (left as it is), or cannot be created (SQLite says why)
+        return
+    os.close(fd)
+
+
+def sqlite_write_problem(url: str) -> str | None:
+    """Why the bot could not write this SQLite database, in one line (None: it can, or not SQLite).
+
+    Checked before a command opens the store, so a read-only file or a missing directory fails
+    first, with nothing written (no run row, no ``-wal``/``-shm`` beside a read-only file).
+    """
+    try:
+        u = make_url(normalize_url(url))
+    except Exception as exc:
+        return f"not a database URL ({type(exc).__name__})"
+    if u.get_backend_name() != "sqlite":
+        return None
+    path = u.database or ""
+    if u.query.get("mode") in ("ro", ("ro",)):
+        return f"the database URL opens {path} read-only (mode=ro)"
+    if path.startswith("file:"):
+        path = path[len("file:"):]
+    if not path or path == ":memory:":
+        return None
+    p = Path(path)
+    parent = p.parent
+    if p.exists():
+        if p.is_dir():
+            return f"{p} is a directory, not a database file"
+        if not os.access(p, os.W_OK):
+            return f"{p}: the database file is read-only"
+        if not os.access(parent, os.W_OK | os.X_OK):
+            return f"{parent}: directory not writable (SQLite keeps its journal beside {p.name})"
+    elif not parent.is_dir():
+        return f"{p}: no such directory {parent}"
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        return f"{p}: cannot create the database (directory {parent} not writable)"
+    return None
+
+
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """An async engine; SQLite gets WAL, busy_timeout=5000 and foreign_keys=ON on every connection."""
+    """An async engine; SQLite gets WAL, busy_timeout=5000 and foreign_keys=ON on every connection.
+
+    A SQLite file the bot creates is private (0600, ``create_private_sqlite_file``)."""
     url = normalize_url(url)
     if is_sqlite(url):
+        create_private_sqlite_file(url)
         engine = create_async_engine(url, **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -120,6 +178,14 @@ def run_coro_sync(coro: Coroutine[Any, Any, T]) -> T:
 def upgrade_sync(url: str, revision: str = "head") -> None:
     """``upgrade`` for sync callers (the CLI)."""
     run_coro_sync(upgrade(url, revision))
+
+
+def known_revisions() -> tuple[set[str], str | None]:
+    """(every schema revision this bot's migrations know, the head revision)."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config())
+    return {r.revision for r in script.walk_revisions()}, script.get_current_head()
 
 
 async def current_revision(url: str) -> str | None:

@@ -50,22 +50,35 @@ async def create_run(
     venue: str,
     started_ms: int,
     pid: int | None = None,
+    status: str = "running",
 ) -> int:
-    """Insert the ``runs`` row of this process start; returns its id (every row carries it)."""
+    """Insert the ``runs`` row of this process start; returns its id (every row carries it).
+
+    ``started_ms`` is the run's clock: the wall clock live, the first event's time in a replay.
+    """
     async with engine.begin() as conn:
         res = await conn.execute(
             insert(t.runs).values(
                 started_at=ms_to_dt(started_ms), mode=mode, config_hash=config_hash, version=version,
                 account=account, symbol=symbol, exchange=exchange, venue=venue,
-                pid=os.getpid() if pid is None else pid,
+                pid=os.getpid() if pid is None else pid, status=status,
             ).returning(t.runs.c.id)
         )
         return int(res.scalar_one())
 
 
-async def end_run(engine: AsyncEngine, run_id: int, ended_ms: int) -> None:
+RUN_STATUSES = ("running", "ended", "halted", "failed")
+
+
+async def end_run(engine: AsyncEngine, run_id: int, ended_ms: int, status: str = "ended",
+                  reason: str | None = None) -> None:
+    """Close the run: ``ended_at`` (the run's clock: market time in a replay), ``status``
+    (``ended``, ``halted`` or ``failed``, see revision 0005) and ``end_reason``."""
+    if status not in RUN_STATUSES:
+        raise ValueError(f"run status must be one of {RUN_STATUSES}, got {status!r}")
     async with engine.begin() as conn:
-        await conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(ended_at=ms_to_dt(ended_ms)))
+        await conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(
+            ended_at=ms_to_dt(ended_ms), status=status, end_reason=reason))
 
 
 async def latest_run_id(engine: AsyncEngine, account: str, symbol: str, *, mode: str, venue: str) -> int | None:
@@ -118,7 +131,7 @@ async def insert_risk_event(engine: AsyncEngine, run_id: int | None, account: st
         run_id = await latest_run_id(engine, account, symbol, mode=mode, venue=venue)
     if run_id is None:
         run_id = await create_run(engine, mode="manual", config_hash="", version="", account=account,
-                                  symbol=symbol, exchange="", venue=venue, started_ms=ev.ts)
+                                  symbol=symbol, exchange="", venue=venue, started_ms=ev.ts, status="ended")
     async with engine.begin() as conn:
         await conn.execute(insert(t.risk_events),
                            [risk_event_row(run_id, account, symbol, ev, mode=mode, venue=venue)])

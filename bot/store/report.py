@@ -3,6 +3,11 @@
 Why it reads the views: the report shows exactly what a reviewer gets from ``v_trades``,
 ``v_daily_pnl`` and ``v_risk_summary`` in psql/sqlite3, so the two never disagree.
 Money is converted with ``to_decimal`` (exact: see ``bot.store.views``).
+
+Scope: with ``--run N`` every table is run N's own - its trades, its daily PnL and its risk
+events (the same sums as the views, over that run's rows only: ``v_daily_pnl`` and
+``v_risk_summary`` group by day across runs) - and every title says "run N"; without it the
+tables cover all runs and say so.
 """
 
 from __future__ import annotations
@@ -19,8 +24,16 @@ from sqlalchemy import func, make_url, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.store import tables as t
-from bot.store.db import current_revision, is_sqlite, make_engine, normalize_url, run_coro_sync
+from bot.store.db import (
+    current_revision,
+    is_sqlite,
+    known_revisions,
+    make_engine,
+    normalize_url,
+    run_coro_sync,
+)
 from bot.store.queries import day_start, to_decimal
+from bot.store.views import _dialect
 
 TRADES_SHOWN = 50
 
@@ -40,6 +53,54 @@ class ReportData:
     markouts_by_liquidity: list[dict[str, Any]] = field(default_factory=list)
     markouts_by_strength: list[dict[str, Any]] = field(default_factory=list)
     markouts_incomplete: int = 0
+    scope: str = "all runs"  # what the tables cover: "run N" with --run, else every run
+
+
+def _run_daily_sql(dialect: str, scoped: bool) -> str:
+    """``v_daily_pnl``'s sums (exact, as the view: integer units on SQLite) over one run's fills."""
+    d = _dialect(dialect)
+    m = d.money
+    keys = ["account", "mode", "venue", "symbol"] if scoped else ["account", "symbol"]
+    day = d.day("f.ts")
+    return f"""(
+SELECT
+    day, {", ".join(keys)},
+    COUNT(*) AS trade_count,
+    SUM(CASE WHEN side = 'buy' THEN 1 ELSE 0 END) AS buys,
+    SUM(CASE WHEN side = 'sell' THEN 1 ELSE 0 END) AS sells,
+    {m("SUM(amount)")} AS volume,
+    {m("SUM(notional)")} AS notional,
+    {m("SUM(realized_pnl)")} AS realized_pnl,
+    {m("SUM(COALESCE(fee_quote, 0))")} AS fees,
+    {m("SUM(realized_pnl) - SUM(COALESCE(fee_quote, 0))")} AS net_pnl,
+    {m("MAX(CASE WHEN rn_last = 1 THEN position_after END)")} AS end_position,
+    SUM(CASE WHEN fee_quote IS NULL THEN 1 ELSE 0 END) AS fills_fee_other_currency
+FROM (
+    SELECT {", ".join(f"f.{k}" for k in keys)}, f.side, f.amount, f.notional, f.realized_pnl, f.fee_quote,
+           f.position_after, {day} AS day,
+           ROW_NUMBER() OVER (PARTITION BY {", ".join(f"f.{k}" for k in keys)}, {day} ORDER BY f.id DESC) AS rn_last
+    FROM fills f
+    WHERE f.run_id = :run_id
+) d
+GROUP BY day, {", ".join(keys)}
+) run_daily"""
+
+
+def _run_risk_sql(dialect: str, scoped: bool) -> str:
+    """``v_risk_summary`` over one run's risk events."""
+    d = _dialect(dialect)
+    keys = "account, mode, venue, symbol" if scoped else "account, symbol"
+    return f"""(
+SELECT
+    {d.day("ts")} AS day, {keys}, action, kind,
+    COUNT(*) AS events,
+    COUNT(DISTINCT client_id) AS orders,
+    MIN(ts) AS first_at,
+    MAX(ts) AS last_at
+FROM risk_events
+WHERE run_id = :run_id
+GROUP BY {d.day("ts")}, {keys}, action, kind
+) run_risk"""
 
 
 def _day_text(v: Any) -> str:
@@ -79,8 +140,13 @@ async def collect(url: str, run_id: int | None = None, since: str | None = None)
     revision = await current_revision(url)
     if revision is None:
         raise ReportError("the database has no schema yet; run `bot db upgrade --db URL` first")
+    known, head = known_revisions()
+    if revision not in known:  # written by a newer bot: its tables may mean something else
+        raise ReportError(f"the database is at schema revision {revision!r}, which this bot does not know "
+                          f"(newest known: {head}); use the bot version that wrote it")
     # revision 0004 keys rows by mode and venue; before it, a run's venue is its exchange id
     scoped = revision not in ("0001", "0002", "0003")
+    has_status = scoped and revision != "0004"  # runs.status / end_reason: revision 0005
     engine = make_engine(url)
     data = ReportData()
     try:
@@ -88,12 +154,14 @@ async def collect(url: str, run_id: int | None = None, since: str | None = None)
             runs = t.runs.c
             fills = t.fills.c
             venue = runs.venue if scoped else runs.exchange
+            cols: list[Any] = [runs.id, runs.started_at, runs.ended_at, runs.mode, runs.account, runs.symbol,
+                               runs.exchange, venue, runs.version]
+            if has_status:
+                cols += [runs.status, runs.end_reason]
             q = (
-                select(runs.id, runs.started_at, runs.ended_at, runs.mode, runs.account, runs.symbol,
-                       runs.exchange, venue.label("venue"), runs.version, func.count(fills.id).label("fills"))
+                select(*cols[:7], venue.label("venue"), *cols[8:], func.count(fills.id).label("fills"))
                 .select_from(t.runs.outerjoin(t.fills, fills.run_id == runs.id))
-                .group_by(runs.id, runs.started_at, runs.ended_at, runs.mode, runs.account, runs.symbol,
-                          runs.exchange, venue, runs.version)
+                .group_by(*cols)
                 .order_by(runs.id)
             )
             if run_id is not None:
@@ -103,6 +171,8 @@ async def collect(url: str, run_id: int | None = None, since: str | None = None)
             data.runs = [dict(r._mapping) for r in await conn.execute(q)]
             if run_id is not None and not data.runs:
                 raise ReportError(f"--run: no run with id {run_id}")
+            if run_id is not None:
+                data.scope = f"run {run_id}"
 
             where: list[str] = ["1 = 1"]
             params: dict[str, Any] = {}
@@ -132,8 +202,14 @@ async def collect(url: str, run_id: int | None = None, since: str | None = None)
                                        f"LIMIT {TRADES_SHOWN}", **params)
             data.trades = list(reversed(trades))
             key = "day, account, mode, venue, symbol" if scoped else "day, account, symbol"
-            data.daily = await _rows(conn, f"SELECT * FROM v_daily_pnl WHERE {pw} ORDER BY {key}", **params)
-            data.risk = await _rows(conn, f"SELECT * FROM v_risk_summary WHERE {pw} ORDER BY {key}, action, kind",
+            if run_id is None:
+                daily_from, risk_from = "v_daily_pnl", "v_risk_summary"
+            else:  # the run's own days and risk events, not the pair's over every run
+                daily_from = _run_daily_sql(engine.dialect.name, scoped)
+                risk_from = _run_risk_sql(engine.dialect.name, scoped)
+                pw = "day >= :since_day" if since_dt is not None else "1 = 1"
+            data.daily = await _rows(conn, f"SELECT * FROM {daily_from} WHERE {pw} ORDER BY {key}", **params)
+            data.risk = await _rows(conn, f"SELECT * FROM {risk_from} WHERE {pw} ORDER BY {key}, action, kind",
                                     **params)
             if revision != "0001":  # v_markouts arrived in revision 0002
                 await _collect_markouts(conn, data, w.replace("ts >=", "fill_ts >="), params)
@@ -175,16 +251,22 @@ def _markout_table(title: str, key: str, label: str, rows: list[dict[str, Any]])
 
 def render(data: ReportData, console: Console) -> None:
     """Print the four tables."""
+    scope = data.scope
     runs = Table(title="Runs", title_justify="left")
-    for col in ("run", "started (UTC)", "ended (UTC)", "mode", "venue", "account", "symbol", "version", "fills"):
+    for col in ("run", "started (UTC)", "ended (UTC)", "status", "mode", "venue", "account", "symbol", "version",
+                "fills"):
         runs.add_column(col, justify="right" if col in ("run", "fills") else "left")
     for r in data.runs:
-        runs.add_row(str(r["id"]), _ts_text(r["started_at"]), _ts_text(r["ended_at"]), r["mode"], r["venue"],
-                     r["account"], r["symbol"], r["version"], str(r["fills"]))
+        status = r.get("status") or ""
+        if r.get("end_reason"):
+            status = f"{status}: {r['end_reason']}"
+        runs.add_row(str(r["id"]), _ts_text(r["started_at"]), _ts_text(r["ended_at"]), status, r["mode"],
+                     r["venue"], r["account"], r["symbol"], r["version"], str(r["fills"]))
     console.print(runs)
 
     shown = len(data.trades)
-    title = f"Trades ({shown} of {data.trade_count}, newest last)" if data.trade_count > shown else "Trades"
+    title = (f"Trades ({shown} of {data.trade_count}, newest last; {scope})" if data.trade_count > shown
+             else f"Trades ({scope})")
     trades = Table(title=title, title_justify="left")
     for col in ("time (UTC)", "run", "side", "price", "amount", "fee (quote)", "liq", "reason", "signal",
                 "slip bps", "position", "realised"):
@@ -200,7 +282,7 @@ def render(data: ReportData, console: Console) -> None:
         )
     console.print(trades)
 
-    daily = Table(title="Daily PnL (UTC days, average cost)", title_justify="left")
+    daily = Table(title=f"Daily PnL (UTC days, average cost; {scope})", title_justify="left")
     for col in ("day", "mode", "venue", "account", "symbol", "trades", "volume", "notional", "realised", "fees", "net",
                 "end position"):
         daily.add_column(col, justify="left" if col in ("day", "mode", "venue", "account", "symbol") else "right")
@@ -219,7 +301,7 @@ def render(data: ReportData, console: Console) -> None:
                       "", _money(total), "")
     console.print(daily)
 
-    risk = Table(title="Risk events", title_justify="left")
+    risk = Table(title=f"Risk events ({scope})", title_justify="left")
     for col in ("day", "mode", "venue", "account", "symbol", "action", "kind", "events", "orders", "last (UTC)"):
         risk.add_column(col, justify="right" if col in ("events", "orders") else "left")
     for r in data.risk:
@@ -229,10 +311,11 @@ def render(data: ReportData, console: Console) -> None:
     console.print(risk)
 
     if data.markouts_by_liquidity:
-        console.print(_markout_table("Markouts by horizon and liquidity (mid after the fill, signed; net = minus fees)",
-                                     "liquidity", "liquidity", data.markouts_by_liquidity))
-        console.print(_markout_table("Markouts by horizon and signal strength |z|", "strength_bucket", "strength",
-                                     data.markouts_by_strength))
+        console.print(_markout_table(
+            f"Markouts by horizon and liquidity (mid after the fill, signed; net = minus fees; {scope})",
+            "liquidity", "liquidity", data.markouts_by_liquidity))
+        console.print(_markout_table(f"Markouts by horizon and signal strength |z| ({scope})", "strength_bucket",
+                                     "strength", data.markouts_by_strength))
         if data.markouts_incomplete:
             console.print(f"[dim]{data.markouts_incomplete} markouts left out: the run ended before their "
                           "horizon[/dim]")

@@ -74,6 +74,10 @@ class Run(Base):
     exchange: Mapped[str] = mapped_column(String(32))
     venue: Mapped[str] = mapped_column(String(160))  # Settings.venue (revision 0004; older runs: the exchange id)
     pid: Mapped[int | None] = mapped_column(Integer)
+    # revision 0005: how the run ended - running (or killed), ended, halted (a replay stopped by
+    # its risk rules), failed (end_reason says why, e.g. "rec.jsonl:20001: invalid JSON")
+    status: Mapped[str | None] = mapped_column(String(16))
+    end_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class OrderRow(Base):

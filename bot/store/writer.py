@@ -25,6 +25,13 @@ commits again it reports ``on_health(True, "ok")``. If the records held in memor
 ``max_buffered``, ``put`` raises ``StoreOverflowError`` and the writer stops: losing records
 silently is never an option. More than ``queue_size`` records waiting (the database keeps up
 too slowly) is reported as unhealthy too (``store_backlog``), without dropping anything.
+
+Backpressure (replay): a producer that may wait - a replay, whose clock is the recording's, not
+the wall's - passes ``backlog_health=False`` and awaits ``flush()`` whenever ``backlog`` reaches
+its high-water mark, so a backlog is the producer's pause, never a store "outage" that pauses or
+halts trading. The live trading path never waits on disk and keeps the backlog report.
+``run_inventory=True`` (replay too: every replay is its own simulation, starting flat) keeps the
+running inventory of ``fills.position_after`` to this run's own fills.
 """
 
 from __future__ import annotations
@@ -107,6 +114,8 @@ class StoreWriter:
         max_buffered: int = 100_000,
         on_health: HealthCallback | None = None,
         max_batch: int = 5_000,
+        backlog_health: bool = True,
+        run_inventory: bool = False,
     ) -> None:
         if isinstance(engine_or_url, str):
             self._engine = make_engine(engine_or_url)
@@ -126,6 +135,8 @@ class StoreWriter:
         self.max_buffered = max_buffered
         self.max_batch = max_batch
         self.on_health = on_health
+        self.backlog_health = backlog_health  # False: the producer waits (flush) instead, see the module doc
+        self.run_inventory = run_inventory
 
         self.healthy = True
         self.last_error: str | None = None
@@ -179,9 +190,14 @@ class StoreWriter:
         n = len(self._queue)
         if n >= self.max_batch:
             self._kick.set()
-        if n > self.queue_size and not self._backlogged:
+        if n > self.queue_size and self.backlog_health and not self._backlogged:
             self._backlogged = True
             self._set_health(False, f"store_backlog: {n} records waiting (queue_size {self.queue_size})")
+
+    @property
+    def backlog(self) -> int:
+        """Records put and not committed yet (queued or in the batch being written)."""
+        return self._seq - self._done
 
     async def durable(self, record: object) -> None:
         """Return once ``record`` is committed. A fill not put yet is put first.
@@ -508,10 +524,11 @@ class StoreWriter:
         if cached is not None:
             return Inventory(cached.position, cached.avg_price)
         c = t.fills.c
+        scope = [c.account == self.account, c.mode == self.mode, c.venue == self.venue, c.symbol == symbol]
+        if self.run_inventory:
+            scope.append(c.run_id == self.run_id)
         row = (await conn.execute(
-            select(c.position_after, c.avg_price_after)
-            .where(c.account == self.account, c.mode == self.mode, c.venue == self.venue, c.symbol == symbol)
-            .order_by(c.id.desc()).limit(1)
+            select(c.position_after, c.avg_price_after).where(*scope).order_by(c.id.desc()).limit(1)
         )).first()
         if row is None:
             return Inventory()

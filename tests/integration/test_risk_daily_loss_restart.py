@@ -50,9 +50,9 @@ def _settings(db_url: str) -> Settings:
             "store": {"url": db_url},
             "strategy": {"cost_gate": False, "aggressive_z": 3.0},
             "risk": {
-                "max_position": str(POSITION),
+                "max_position": float(POSITION),
                 "max_order_notional": 500,
-                "max_daily_loss": str(MAX_DAILY_LOSS),
+                "max_daily_loss": float(MAX_DAILY_LOSS),
                 "max_drawdown": 1000,
                 "flatten_on_halt": True,
                 "daily_loss_resume": "manual",

@@ -78,7 +78,8 @@ def test_pure_noise_has_no_edge(noise: Path) -> None:
         assert h["hit_rate"] is not None and 0.3 < h["hit_rate"] < 0.7, (key, h)
         # a one- to few-tick spread on a 60 000 market: half a tick is ~0.0008 bps
         assert 0.5 * TICK / 60000 * 1e4 <= h["mean_half_spread_bps"] < 2 * TICK / 60000 * 1e4
-        assert h["break_even_fee_bps"] == pytest.approx(h["mean_bps"] - h["mean_half_spread_bps"])
+        # a round trip crosses twice: (mean move - 2 half-spreads) / 2 per side
+        assert h["break_even_fee_bps"] == pytest.approx((h["mean_bps"] - 2 * h["mean_half_spread_bps"]) / 2)
 
 
 def test_injected_drift_after_signals_is_measured_within_10_percent(noise: Path, tmp_path: Path) -> None:
@@ -105,7 +106,7 @@ def test_horizon_stats_by_hand() -> None:
     assert s["mean_ticks"] == 7.5
     assert s["se_bps"] == pytest.approx(math.sqrt(((0.25**2 + 2.25**2 + 1.75**2 + 0.75**2) / 3) / 4))
     assert s["hit_rate"] == pytest.approx(2 / 3)  # zero moves are left out
-    assert s["break_even_fee_bps"] == 0.25
+    assert s["break_even_fee_bps"] == pytest.approx((0.75 - 2 * 0.5) / 2)  # both legs cross: -0.125 per side
     assert s["slope_bps_per_z"] == pytest.approx((2 + 6 - 2 + 0) / 16)
     empty = horizon_stats([], [], [], [])
     assert empty["n"] == 0 and empty["mean_bps"] is None and empty["se_bps"] is None

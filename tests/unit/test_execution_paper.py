@@ -150,11 +150,14 @@ async def test_resting_order_queue_position_trades_and_cancels() -> None:
         (D("100"), D("0.3"), Liquidity.MAKER)
     ]
     assert sink.durable_fills[0].fee == D("100") * D("0.3") * D("0.0002")
-    # a buy-aggressor print does not touch our bid; a sell through our price fills the rest
+    # a buy-aggressor print does not touch our bid; a sell through our price fills us with
+    # its volume (the queue at our price was gone), never more than it traded
     await _event(clock, broker, om, 1_300, trade=Trade(1_300, 100.0, 5.0, Side.BUY))
     assert len(sink.durable_fills) == 1
     await _event(clock, broker, om, 1_400, trade=Trade(1_400, 99.0, 0.01, Side.SELL))
-    assert [f.amount for f in sink.durable_fills] == [D("0.3"), D("0.7")]
+    assert [f.amount for f in sink.durable_fills] == [D("0.3"), D("0.01")]
+    await _event(clock, broker, om, 1_500, trade=Trade(1_500, 99.0, 2.0, Side.SELL))
+    assert [f.amount for f in sink.durable_fills] == [D("0.3"), D("0.01"), D("0.69")]
     order = om.get(o.client_id)
     assert order is not None and order.status is S.FILLED
     assert om.position.amount == D("1")
@@ -291,3 +294,127 @@ async def test_latency_is_event_time_whatever_the_wall_clock_does(step_ms: int) 
     broker.on_book(book, 1_050)
     await om.drain()
     assert [(f.price, f.amount, f.ts) for f in sink.durable_fills] == [(D("101.0"), D("0.2"), 1_050)]
+
+
+async def test_marketable_limit_larger_than_the_book_takes_only_what_is_shown() -> None:
+    """Issue "Exact numbers", item 2: bid 100.00 x 0.0001, sell 0.01 @ 100.00. The visible 0.0001
+    fills as taker; the other 0.0099 rests at 100.00 (no maker fill on the same event against the
+    bid it has just taken) and fills only as later prints at or through 100.00 reach it."""
+    clock, broker, om, sink = _setup(latency=0)
+    book = Book({100.0: 0.0001, 99.0: 1.0}, {100.5: 1.0})
+    await _event(clock, broker, om, 1_000, book)
+    o = await om.submit(OrderRequest("BTC/USDT", Side.SELL, D("0.01"), D("100.00")))
+    await _event(clock, broker, om, 1_000, book)
+    fills = [(f.price, f.amount, f.liquidity) for f in sink.durable_fills]
+    assert fills == [(D("100.0"), D("0.0001"), Liquidity.TAKER)]
+    order = om.get(o.client_id)
+    assert order is not None and order.status is S.PARTIALLY_FILLED and order.filled == D("0.0001")
+    assert [x.client_id for x in await broker.fetch_open_orders("BTC/USDT")] == [o.client_id]
+    # the feed repeats the same book (the bid it has not seen us take): nothing more fills
+    await _event(clock, broker, om, 1_010, book)
+    assert len(sink.durable_fills) == 1
+    # a second order in the same book cannot take the 0.0001 again
+    o2 = await om.submit(OrderRequest("BTC/USDT", Side.SELL, D("0.0001"), D("100.00")))
+    await _event(clock, broker, om, 1_010, book)
+    assert len(sink.durable_fills) == 1
+    assert (om.get(o2.client_id) or o2).filled == 0
+    await om.cancel(o2.client_id)
+    # sellers hitting the bid at 100.00 do not fill our ask; a buyer lifting 100.00 does, with
+    # what it traded (nothing was ahead of us on the ask side at 100.00)
+    await _event(clock, broker, om, 1_020, trade=Trade(1_020, 100.0, 0.5, Side.SELL))
+    assert len(sink.durable_fills) == 1
+    await _event(clock, broker, om, 1_030, trade=Trade(1_030, 100.0, 0.004, Side.BUY))
+    await _event(clock, broker, om, 1_040, trade=Trade(1_040, 100.2, 0.003, Side.BUY))  # through
+    await _event(clock, broker, om, 1_050, trade=Trade(1_050, 100.0, 1.0, Side.BUY))
+    assert [(f.price, f.amount, f.liquidity) for f in sink.durable_fills[1:]] == [
+        (D("100.00"), D("0.004"), Liquidity.MAKER),
+        (D("100.00"), D("0.003"), Liquidity.MAKER),
+        (D("100.00"), D("0.0029"), Liquidity.MAKER),
+    ]
+    order = om.get(o.client_id)
+    assert order is not None and order.status is S.FILLED and order.filled == D("0.01")
+
+
+async def test_remainder_rests_behind_the_queue_at_its_price() -> None:
+    """A buy 1.0 @ 101 takes the 0.5 offered at 101; the 0.5 left rests at 101 behind what the bid
+    side showed at 101 on arrival (nothing) and fills from the prints that reach it."""
+    clock, broker, om, sink = _setup(latency=0)
+    book = _book()
+    await _event(clock, broker, om, 1_000, book)
+    await om.submit(OrderRequest("BTC/USDT", Side.BUY, D("1.0"), D("101")))
+    await _event(clock, broker, om, 1_000, book)
+    assert [(f.price, f.amount, f.liquidity) for f in sink.durable_fills] == [
+        (D("101.0"), D("0.5"), Liquidity.TAKER)
+    ]
+    # the market's own update: the ask at 101 is gone and someone bids 0.3 at 101; that bid came
+    # after ours, so it queues behind us (``ahead`` is what our side showed when we arrived: 0)
+    del book.asks[101.0]
+    book.bids[101.0] = 0.3
+    await _event(clock, broker, om, 1_010, book)
+    assert len(sink.durable_fills) == 1
+    await _event(clock, broker, om, 1_020, trade=Trade(1_020, 101.0, 0.2, Side.SELL))
+    assert [f.amount for f in sink.durable_fills[1:]] == [D("0.2")]  # nothing was ahead of us
+
+
+async def test_one_print_fills_our_orders_once() -> None:
+    """Two of our bids at the same price, nothing ahead, and a print of 0.3: 0.3 in all, the
+    earlier order first; a print through both fills the better price first."""
+    clock, broker, om, sink = _setup(latency=0)
+    book = Book({99.0: 5.0}, {101.0: 1.0})
+    await _event(clock, broker, om, 1_000, book)
+    a = await om.submit(OrderRequest("BTC/USDT", Side.BUY, D("0.2"), D("100")))
+    b = await om.submit(OrderRequest("BTC/USDT", Side.BUY, D("0.2"), D("100")))
+    c = await om.submit(OrderRequest("BTC/USDT", Side.BUY, D("0.5"), D("99.5")))
+    await _event(clock, broker, om, 1_000, book)
+    await _event(clock, broker, om, 1_010, trade=Trade(1_010, 100.0, 0.3, Side.SELL))
+    got = [(f.client_id, f.amount) for f in sink.durable_fills]
+    assert got == [(a.client_id, D("0.2")), (b.client_id, D("0.1"))]
+    await _event(clock, broker, om, 1_020, trade=Trade(1_020, 99.0, 0.4, Side.SELL))
+    got = [(f.client_id, f.amount) for f in sink.durable_fills[2:]]
+    assert got == [(b.client_id, D("0.1")), (c.client_id, D("0.3"))]
+
+
+async def test_market_order_takes_only_what_the_book_shows() -> None:
+    """A market sell larger than the bids fills what they show and expires the rest (Binance);
+    the taken bids are gone for the next order until the feed updates them."""
+    clock, broker, om, sink = _setup(latency=0, balances={"USDT": D(0), "BTC": D(5)})
+    book = Book({100.0: 1.0, 99.0: 0.5}, {101.0: 0.3})
+    await _event(clock, broker, om, 1_000, book)
+    o = await om.submit(OrderRequest("BTC/USDT", Side.SELL, D("2"), None, type=OrderType.MARKET))
+    await _event(clock, broker, om, 1_000, book)
+    order = om.get(o.client_id)
+    assert order is not None and order.status is S.EXPIRED and order.filled == D("1.5")
+    p = await om.submit(OrderRequest("BTC/USDT", Side.SELL, D("1"), None, type=OrderType.MARKET))
+    await _event(clock, broker, om, 1_000, book)
+    order = om.get(p.client_id)
+    assert order is not None and order.status is S.EXPIRED and order.filled == 0
+    book.bids[99.0] = 0.25  # the feed changes the level: its new size is there to take
+    q = await om.submit(OrderRequest("BTC/USDT", Side.SELL, D("1"), None, type=OrderType.MARKET))
+    await _event(clock, broker, om, 1_010, book)
+    order = om.get(q.client_id)
+    assert order is not None and order.filled == D("0.25")
+    assert sum(f.amount for f in sink.durable_fills) == D("1.75")
+
+
+async def test_book_moving_across_a_resting_order_fills_only_what_crossed() -> None:
+    """The asks come down to our bid: we trade with the size they show at or below our price, at
+    our price (maker), once; a later change of that level brings its new size."""
+    clock, broker, om, sink = _setup(latency=0)
+    book = _book()
+    await _event(clock, broker, om, 1_000, book)
+    o = await om.submit(OrderRequest("BTC/USDT", Side.BUY, D("1"), D("100")))
+    await _event(clock, broker, om, 1_000, book)  # rests behind 2.0
+    del book.bids[100.0]
+    book.asks.update({99.5: 0.1, 100.0: 0.3})
+    await _event(clock, broker, om, 1_010, book)
+    assert [(f.price, f.amount, f.liquidity) for f in sink.durable_fills] == [
+        (D("100"), D("0.1"), Liquidity.MAKER),
+        (D("100"), D("0.3"), Liquidity.MAKER),
+    ]
+    await _event(clock, broker, om, 1_020, book)  # the same book: nothing new crossed
+    assert len(sink.durable_fills) == 2
+    book.asks[100.0] = 0.2
+    await _event(clock, broker, om, 1_030, book)
+    assert [f.amount for f in sink.durable_fills[2:]] == [D("0.2")]
+    order = om.get(o.client_id)
+    assert order is not None and order.status is S.PARTIALLY_FILLED and order.filled == D("0.6")

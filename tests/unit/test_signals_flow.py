@@ -75,3 +75,18 @@ def test_engine_reports_absorption_per_window() -> None:
         eng.on_trade(Trade(t, 101.0, 5.0, Side.BUY))
     assert eng.values["tfi"] > 3
     assert eng.values["absorption"] == eng.values["tfi"]
+
+
+def test_a_trade_many_buckets_long_is_counted_exactly_in_one_step() -> None:
+    """A 10 BTC print against a 1e-5 bucket (a quiet warm-up, then a big trade): 1,000,000 buckets,
+    each all buys, in one step (the bucket-by-bucket loop took 0.3 s inside ``on_trade``)."""
+    vb = VolumeBuckets(1e-5)
+    vb.add(0.4e-5, False)
+    vb.add(10.0, True)
+    assert vb.completed == 1_000_000
+    assert vb.last == 1.0
+    assert vb.open_imbalance == pytest.approx(1.0)  # the 0.4e-5 left over opens the next bucket, buys
+    small = VolumeBuckets(1.0)
+    small.add(0.4, False)
+    small.add(5.3, True)  # closes 0.4 sell + 0.6 buy, four whole buy buckets, 0.7 buy open
+    assert small.completed == 5 and small.last == 1.0 and small.open_imbalance == 1.0

@@ -12,7 +12,7 @@ from bot.strategy import Cancel, ImbalanceStrategy, Place, VolatilityEstimator
 SETTINGS = settings_from_dict(
     {"strategy": {"entry_z": 2.0, "exit_z": 0.5, "aggressive_z": 3.0, "order_ttl": "5s", "max_hold": "60s",
                   "cost_gate": False},
-     "risk": {"max_position": "0.05", "max_order_notional": "5000"}},
+     "risk": {"max_position": 0.05, "max_order_notional": 5000}},
     env={},
 )
 RULES = MarketRules.binance_spot("BTC/USDT")
